@@ -1,0 +1,5 @@
+"""The one exception type that means "the user asked for something that cannot be done"."""
+
+
+class GancliError(Exception):
+    """A user error: the CLI prints its message as one line and exits non-zero."""

@@ -1,0 +1,232 @@
+"""The generator's inputs: noise z, categorical and continuous codes, class labels.
+
+Latents travel as a dict of tensors: ``{"z": [B, noise_dim], "c1": [B] int64, "c2": [B] float,
+"label": [B] int64, ...}``. Every generation command (sample, traverse, interpolate) works on this
+dict, so it needs to know nothing about the model family behind it.
+
+A categorical value may also be a float tensor [B, K] of class weights (a soft one-hot); generators
+accept both, which lets `interpolate` walk from one category or label to another.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from gancli.errors import GancliError
+
+Latents = dict[str, torch.Tensor]
+_Z_NAME = re.compile(r"^z(\d+)$")
+
+
+@dataclass(frozen=True)
+class Code:
+    name: str
+    kind: str                    # "categorical" | "continuous"
+    size: int = 0                # number of values of a categorical code
+    low: float = -1.0            # a continuous code's training range (uniform)
+    high: float = 1.0
+    role: str = "code"           # "code": drawn at random; "label": the data's class when training
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind == "categorical"
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    noise_dim: int
+    noise: str = "normal"        # "normal" N(0, 1) | "uniform" U(-1, 1)
+    codes: tuple[Code, ...] = field(default_factory=tuple)
+
+    # ------------------------------------------------------------------ names
+    def code(self, name: str) -> Code:
+        for c in self.codes:
+            if c.name == name:
+                return c
+        raise GancliError(f"unknown code '{name}'; this model's codes: {self.describe_names()}")
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.codes]
+
+    def describe_names(self) -> str:
+        named = ", ".join(self.describe(c) for c in self.codes)
+        z = f"z0..z{self.noise_dim - 1} (noise dimensions)"
+        return f"{named}, {z}" if named else z
+
+    @staticmethod
+    def describe(c: Code) -> str:
+        if c.categorical:
+            return f"{c.name} (categorical, {c.size} values)"
+        return f"{c.name} (continuous, {c.low:g}..{c.high:g})"
+
+    def z_index(self, name: str) -> int | None:
+        m = _Z_NAME.match(name)
+        if not m:
+            return None
+        i = int(m.group(1))
+        if i >= self.noise_dim:
+            raise GancliError(f"'{name}' is out of range: the noise has {self.noise_dim} "
+                              f"dimensions (z0..z{self.noise_dim - 1})")
+        return i
+
+    def check_name(self, name: str) -> None:
+        if self.z_index(name) is None:
+            self.code(name)
+
+    @property
+    def label_code(self) -> Code | None:
+        return next((c for c in self.codes if c.role == "label"), None)
+
+    # ------------------------------------------------------------------ drawing
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None,
+               labels: torch.Tensor | None = None) -> Latents:
+        """Draw n latents. Draws happen on the CPU generator, then move: the same seed gives the
+        same latents on every device. `labels`, when given, fill the code whose role is "label"."""
+        out: Latents = {}
+        if self.noise == "uniform":
+            out["z"] = torch.rand(n, self.noise_dim, generator=generator) * 2 - 1
+        else:
+            out["z"] = torch.randn(n, self.noise_dim, generator=generator)
+        for c in self.codes:
+            if c.categorical:
+                out[c.name] = torch.randint(0, c.size, (n,), generator=generator)
+            else:
+                out[c.name] = torch.rand(n, generator=generator) * (c.high - c.low) + c.low
+        if device is not None:
+            out = {k: v.to(device) for k, v in out.items()}
+        if labels is not None and self.label_code is not None:
+            out[self.label_code.name] = labels.to(out["z"].device, torch.int64)
+        return out
+
+    def parse_value(self, name: str, text: str) -> float | int:
+        """Turn a CLI value for a code into a number, checking it fits the code."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise GancliError(f"--code {name}={text}: '{text}' is not a number") from None
+        if self.z_index(name) is not None:
+            return value
+        c = self.code(name)
+        if c.categorical:
+            if value != int(value) or not 0 <= value < c.size:
+                raise GancliError(f"--code {name}={text}: {name} takes integers 0..{c.size - 1}")
+            return int(value)
+        return value
+
+    def fix(self, latents: Latents, name: str, value: float | int | torch.Tensor) -> Latents:
+        """A copy of `latents` with one code (or noise dimension zN) set to `value` for every row
+        (or, if `value` is a tensor of B values, row by row)."""
+        out = dict(latents)
+        i = self.z_index(name)
+        if i is not None:
+            z = out["z"].clone()
+            z[:, i] = torch.as_tensor(value, dtype=z.dtype, device=z.device)
+            out["z"] = z
+            return out
+        c = self.code(name)
+        ref = out["z"]
+        n = ref.shape[0]
+        dtype = torch.int64 if c.categorical else ref.dtype
+        out[name] = torch.as_tensor(value, dtype=dtype, device=ref.device).expand(n).clone()
+        return out
+
+    def traversal_values(self, name: str, steps: int = 9,
+                         value_range: tuple[float, float] = (-2.0, 2.0)) -> torch.Tensor:
+        """The values a traversal walks: every value of a categorical code, else `steps` evenly
+        spaced values over `value_range` (which may go past the training range on purpose)."""
+        if steps < 2:
+            raise GancliError(f"--steps must be at least 2, got {steps}")
+        if self.z_index(name) is None and self.code(name).categorical:
+            return torch.arange(self.code(name).size)
+        lo, hi = value_range
+        return torch.linspace(float(lo), float(hi), steps)
+
+    def traversal(self, name: str, rows: int, values: torch.Tensor,
+                  generator: torch.Generator | None = None) -> Latents:
+        """rows x len(values) latents, row-major: each row one noise draw held fixed, each column
+        one value of `name`."""
+        base = self.sample(rows, generator)
+        cols = len(values)
+        grid = {k: v.repeat_interleave(cols, dim=0) for k, v in base.items()}
+        return self.fix(grid, name, values.repeat(rows))
+
+    def preview(self, generator: torch.Generator, n: int = 64) -> tuple[Latents, int]:
+        """Fixed latents for the progress grids written while training, and the grid's row length.
+
+        With a categorical code (or label) of up to 16 values the grid is square in it: each
+        column one value, each row one noise draw, so what the code controls is visible at once."""
+        cat = next((c for c in self.codes if c.categorical and c.size <= 16), None)
+        if cat is None:
+            return self.sample(n, generator), int(math.sqrt(n)) or 1
+        return self.traversal(cat.name, cat.size, torch.arange(cat.size), generator), cat.size
+
+
+# ---------------------------------------------------------------------- interpolation
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation; t has one value per output row."""
+    t = t.view(-1, *([1] * (a.dim() - 1))).to(a.dtype)
+    return a + (b - a) * t
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Spherical interpolation of the direction with the norm interpolated linearly.
+
+    Walking straight between two Gaussian draws passes through low-norm points the generator
+    rarely saw; slerp keeps the walk on the shell where the draws live (and keeps the norm exactly
+    when both ends share it)."""
+    t = t.view(-1, *([1] * (a.dim() - 1))).to(a.dtype)
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    ua, ub = a / na.clamp_min(eps), b / nb.clamp_min(eps)
+    dot = (ua * ub).sum(-1, keepdim=True).clamp(-1 + eps, 1 - eps)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    direction = (torch.sin((1 - t) * omega) / so) * ua + (torch.sin(t * omega) / so) * ub
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return direction * (na + (nb - na) * t)
+
+
+def interpolate(spec: LatentSpec, start: Latents, end: Latents, steps: int, method: str = "slerp",
+                walk: tuple[str, ...] = ()) -> Latents:
+    """`steps` latents from `start` to `end` (each a batch of one or more rows: one strip per row),
+    row-major. The noise walks by `method`; codes stay at `start`'s values unless named in `walk`
+    (continuous codes then lerp; categorical codes walk as soft one-hot weights)."""
+    if method not in ("slerp", "lerp"):
+        raise GancliError(f"--method must be slerp or lerp, got '{method}'")
+    if steps < 2:
+        raise GancliError(f"--steps must be at least 2, got {steps}")
+    for name in walk:
+        spec.check_name(name)
+    rows = start["z"].shape[0]
+    t = torch.linspace(0, 1, steps).repeat(rows)
+
+    def expand(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(steps, dim=0)
+
+    fn = slerp if method == "slerp" else lerp
+    out: Latents = {"z": fn(expand(start["z"]), expand(end["z"]), t)}
+    for c in spec.codes:
+        a, b = expand(start[c.name]), expand(end[c.name])
+        if c.name not in walk:
+            out[c.name] = a
+        elif c.categorical:
+            oa = torch.nn.functional.one_hot(a, c.size).float()
+            ob = torch.nn.functional.one_hot(b, c.size).float()
+            out[c.name] = lerp(oa, ob, t)
+        else:
+            out[c.name] = lerp(a.unsqueeze(-1), b.unsqueeze(-1), t).squeeze(-1)
+    return out
+
+
+def categorical_input(value: torch.Tensor, size: int) -> torch.Tensor:
+    """A categorical code as the float [B, size] a network eats: one-hot for int64 values, the
+    weights themselves for a soft [B, size] tensor."""
+    if value.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        return torch.nn.functional.one_hot(value.long(), size).float()
+    return value.float()

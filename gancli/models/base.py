@@ -1,0 +1,79 @@
+"""The model contract every family fulfils, and the adversarial losses they share."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gancli.latent import Latents, LatentSpec
+from gancli.recipes import Config
+
+Logs = dict[str, float | torch.Tensor]
+
+
+class Family(Protocol):
+    """A model family: networks, the latent they eat, and the two losses of a GAN step.
+
+    The training loop owns optimisers, devices, precision, EMA and files; a family owns nothing
+    but the maths. `d_loss` gets the fake batch already detached; `g_loss` gets it with its graph.
+    Both return a scalar loss and a dict of figures to log (tensors are fine: the loop converts).
+    """
+
+    name: str
+    description: str
+
+    def latent_spec(self, cfg: Config) -> LatentSpec: ...
+
+    def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]: ...
+
+    def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
+               fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]: ...
+
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
+               cfg: Config) -> tuple[torch.Tensor, Logs]: ...
+
+
+def d_adversarial(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The discriminator's loss on logits: bce (the original GAN), lsgan (least squares, targets
+    1/0) or hinge."""
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    if kind == "lsgan":
+        return 0.5 * ((real_logits - 1).pow(2).mean() + fake_logits.pow(2).mean())
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    raise ValueError(f"unknown loss {kind}")
+
+
+def g_adversarial(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The generator's loss: non-saturating for bce (maximise log D(G(z)), as the GAN paper
+    recommends over minimising log(1 - D(G(z))))."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if kind == "lsgan":
+        return 0.5 * (fake_logits - 1).pow(2).mean()
+    if kind == "hinge":
+        return -fake_logits.mean()
+    raise ValueError(f"unknown loss {kind}")
+
+
+def d_figures(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Logs:
+    """D's mean belief on real and fake: the first thing to look at when a run goes wrong."""
+    return {"d_real": torch.sigmoid(real_logits.detach().float()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """N(0, 0.02) for conv/linear weights, N(1, 0.02) for norm scales, as in the DCGAN paper."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

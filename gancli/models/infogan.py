@@ -1,0 +1,157 @@
+"""InfoGAN (Chen et al., 2016), as in the paper rather than the blog code's mistakes.
+
+- Q shares D's body and is trained on L_I in D's step with D's optimiser; G's loss adds lambda*L_I.
+- Categorical codes: cross-entropy on Q's logits (no softmax before it).
+- Continuous codes: Gaussian NLL with a fixed std of 1 (the paper's released code). A learned,
+  unbounded log-std let the generator earn more by hiding the codes in noise than by drawing.
+- D has BatchNorm, so real and fake go through it as separate batches (one joined batch lets D
+  separate them by batch statistics alone), and its activations are not in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gancli.errors import GancliError
+from gancli.latent import Code, Latents, LatentSpec, categorical_input
+from gancli.models import register
+from gancli.models.base import Logs, d_adversarial, d_figures, g_adversarial
+from gancli.recipes import Config
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def infogan_spec(cfg: Config) -> LatentSpec:
+    a = cfg.model_args
+    cats = [int(k) for k in a.get("categorical", [10])]
+    n_cont = int(a.get("continuous", 2))
+    codes = [Code(f"c{i + 1}", "categorical", size=k) for i, k in enumerate(cats)]
+    codes += [Code(f"c{len(cats) + i + 1}", "continuous", low=-1.0, high=1.0) for i in range(n_cont)]
+    return LatentSpec(noise_dim=int(a.get("noise_dim", 62)), noise=a.get("noise", "uniform"),
+                      codes=tuple(codes))
+
+
+def generator_input(spec: LatentSpec, latents: Latents) -> torch.Tensor:
+    """z, one-hot categorical codes and continuous codes joined into one vector."""
+    parts = [latents["z"]]
+    for c in spec.codes:
+        v = latents[c.name]
+        parts.append(categorical_input(v, c.size) if c.categorical else v.float().unsqueeze(-1))
+    return torch.cat([p.to(parts[0].dtype) for p in parts], dim=1)
+
+
+def input_dim(spec: LatentSpec) -> int:
+    return spec.noise_dim + sum(c.size if c.categorical else 1 for c in spec.codes)
+
+
+class Generator(nn.Module):
+    """FC 1024 -> FC (s/4)^2 x 128 -> 4x4 up-conv 64 -> 4x4 up-conv to the image; BN+ReLU; tanh."""
+
+    def __init__(self, spec: LatentSpec, image_size: int, channels: int) -> None:
+        super().__init__()
+        self.spec, self.s0 = spec, image_size // 4
+        self.fc = nn.Sequential(
+            nn.Linear(input_dim(spec), 1024), nn.BatchNorm1d(1024), nn.ReLU(),
+            nn.Linear(1024, self.s0 * self.s0 * 128), nn.BatchNorm1d(self.s0 * self.s0 * 128),
+            nn.ReLU(),
+        )
+        self.conv = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.ConvTranspose2d(64, channels, 4, 2, 1), nn.Tanh(),
+        )
+
+    def forward(self, latents: Latents) -> torch.Tensor:
+        h = self.fc(generator_input(self.spec, latents))
+        return self.conv(h.view(-1, 128, self.s0, self.s0))
+
+
+class Discriminator(nn.Module):
+    """4x4 conv 64 (lReLU) -> 4x4 conv 128 (BN, lReLU) -> FC 1024 (BN, lReLU) -> a logit; and the
+    Q head on the same body: FC 128 (BN, lReLU) -> categorical logits + a mean per continuous code.
+    forward(x) returns (logit [B], q [B, sum(categorical sizes) + n_continuous])."""
+
+    def __init__(self, spec: LatentSpec, image_size: int, channels: int) -> None:
+        super().__init__()
+        s = image_size // 4
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 64, 4, 2, 1), nn.LeakyReLU(0.1),
+            nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(128 * s * s, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.1),
+        )
+        self.head = nn.Linear(1024, 1)
+        q_out = sum(c.size if c.categorical else 1 for c in spec.codes)
+        self.q = nn.Sequential(nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.1),
+                               nn.Linear(128, max(q_out, 1)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.head(h).squeeze(-1), self.q(h)
+
+
+def info_loss(spec: LatentSpec, q: torch.Tensor, latents: Latents) -> tuple[torch.Tensor, Logs]:
+    """L_I: cross-entropy for each categorical code plus lambda_cont-free Gaussian NLL (std 1) for
+    each continuous code; returns (categorical part, continuous part) summed as (ce, nll) logs."""
+    q = q.float()
+    ce = q.new_zeros(())
+    nll = q.new_zeros(())
+    logs: Logs = {}
+    i = 0
+    for c in spec.codes:
+        if c.categorical:
+            logits, target = q[:, i: i + c.size], latents[c.name]
+            ce = ce + F.cross_entropy(logits, target if target.dtype == torch.int64 else target.float())
+            if target.dtype == torch.int64:
+                logs[f"{c.name}_acc"] = (logits.detach().argmax(1) == target).float().mean()
+            i += c.size
+        else:
+            mu = q[:, i]
+            nll = nll + (0.5 * (latents[c.name].float() - mu).pow(2) + HALF_LOG_2PI).mean()
+            i += 1
+    return torch.stack([ce, nll]), logs
+
+
+class InfoGAN:
+    name = "infogan"
+    description = "InfoGAN: categorical and continuous codes kept recoverable by a Q head"
+
+    def latent_spec(self, cfg: Config) -> LatentSpec:
+        return infogan_spec(cfg)
+
+    def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]:
+        size = cfg.data.image_size
+        if size % 4 or size < 8:
+            raise GancliError(f"infogan needs an image size divisible by 4 (got {size})")
+        return (Generator(spec, size, cfg.data.channels),
+                Discriminator(spec, size, cfg.data.channels))
+
+    def _weighted(self, cfg: Config, parts: torch.Tensor) -> torch.Tensor:
+        lam = float(cfg.model_args.get("lambda_info", 1.0))
+        lam_cont = float(cfg.model_args.get("lambda_cont", 0.1))
+        return lam * (parts[0] + lam_cont * parts[1])
+
+    def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
+               fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
+        spec = self.latent_spec(cfg)
+        real_logit, _ = D(real)
+        fake_logit, q = D(fake)
+        adv = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
+        parts, logs = info_loss(spec, q, latents)
+        loss = adv + self._weighted(cfg, parts)
+        return loss, {"d_loss": adv.detach(), "info_ce": parts[0].detach(),
+                      "info_nll": parts[1].detach(), **logs, **d_figures(real_logit, fake_logit)}
+
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
+               cfg: Config) -> tuple[torch.Tensor, Logs]:
+        spec = self.latent_spec(cfg)
+        fake_logit, q = D(fake)
+        adv = g_adversarial(fake_logit.float(), cfg.train.loss)
+        parts, _ = info_loss(spec, q, latents)
+        return adv + self._weighted(cfg, parts), {"g_loss": adv.detach()}
+
+
+register(InfoGAN())
