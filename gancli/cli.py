@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
@@ -123,7 +124,8 @@ def train(
         evaluator = make_evaluator(cfg, print_fn=out.print)
     run_dir = run_training(cfg, resume=resume, print_fn=lambda s: out.print(s, soft_wrap=True),
                            progress=progress and sys.stdout.isatty(), evaluator=evaluator)
-    wrote(run_dir, "run directory")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not one per process
+        wrote(run_dir, "run directory")
 
 
 # ---------------------------------------------------------------------------- sample

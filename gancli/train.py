@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,8 +85,13 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     if precision == "fp16" and cpu_only:
         print_fn("note: fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
         precision = "no"
+    # torch 2.14 renames DDP's broadcast_buffers; the old flag is the one that keeps buffers
+    # rank-local, which is what we want, so its deprecation notice is noise here.
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
     accelerator = Accelerator(
-        cpu=t.cpu, mixed_precision=precision,
+        # cpu=True also on a GPU-less machine: Accelerate only sets up multi-process CPU (gloo)
+        # training when told it runs on the CPU.
+        cpu=cpu_only, mixed_precision=precision,
         # Per-rank BatchNorm statistics: no buffer broadcast between D's real and fake forwards.
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
