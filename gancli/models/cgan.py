@@ -73,8 +73,9 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList([up(cin, cout, KERNEL) for cin, cout in zip(w[:-1], w[1:])])
         self.out = up(w[-1], channels, KERNEL)
         self.act = nn.ReLU()
-        init_dcgan_weights(self)
-        for m in self.norms:
+        for m in (self.fc, self.ups, self.out):
+            init_dcgan_weights(m)
+        for m in self.norms:  # (init_dcgan_weights expects BatchNorms with their own affine)
             m.reset()
 
     def forward(self, latents: Latents) -> torch.Tensor:
