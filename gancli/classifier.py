@@ -47,7 +47,7 @@ class Classifier(nn.Module):
     Everything needed to rebuild it is in :meth:`arch`, so a cache file's metadata suffices.
     """
 
-    def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 32,
+    def __init__(self, channels: int, image_size: int, num_classes: int, width: int = 16,
                  feature_dim: int = 128, dropout: float = 0.3) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -122,7 +122,7 @@ def _check_labels(data: ImageData, num_classes: int | None = None) -> int:
 
 
 def train_classifier(train: ImageData, *, epochs: float, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, device: str | torch.device = "cpu", width: int = 32,
+                     seed: int = 0, device: str | torch.device = "cpu", width: int = 16,
                      progress: Callable[[str], None] | None = None) -> Classifier:
     """Train a fresh :class:`Classifier` on labelled uint8 images.
 

@@ -209,8 +209,15 @@ def interpolate(spec: LatentSpec, start: Latents, end: Latents, steps: int, meth
     def expand(x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(steps, dim=0)
 
+    def ends(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # Float rounding leaves slerp/lerp a few ulps off at t = 0 and 1: pin the ends, so the
+        # first and last images of a strip are exactly those of the two draws.
+        tt = t.view(-1, *([1] * (x.dim() - 1))).to(x.device)
+        return torch.where(tt == 0, a, torch.where(tt == 1, b, x))
+
     fn = slerp if method == "slerp" else lerp
-    out: Latents = {"z": fn(expand(start["z"]), expand(end["z"]), t)}
+    za, zb = expand(start["z"]), expand(end["z"])
+    out: Latents = {"z": ends(fn(za, zb, t), za, zb)}
     for c in spec.codes:
         a, b = expand(start[c.name]), expand(end[c.name])
         if c.name not in walk:
@@ -220,7 +227,7 @@ def interpolate(spec: LatentSpec, start: Latents, end: Latents, steps: int, meth
             ob = torch.nn.functional.one_hot(b, c.size).float()
             out[c.name] = lerp(oa, ob, t)
         else:
-            out[c.name] = lerp(a.unsqueeze(-1), b.unsqueeze(-1), t).squeeze(-1)
+            out[c.name] = ends(lerp(a.unsqueeze(-1), b.unsqueeze(-1), t).squeeze(-1), a, b)
     return out
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from gancli.checkpoint import (latest_step_dir, load_optimizer, load_training_state,
                                read_run_config, save_checkpoint, write_run_config)
-from gancli.data import DeviceBatches, load_images, to_uint8
+from gancli.data import make_batches, open_dataset, to_uint8
 from gancli.errors import GancliError
 from gancli.files import append_jsonl
 from gancli.models import get_family
@@ -113,7 +113,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         else run_dir
 
     set_seed(t.seed + start_step, device_specific=True)
-    data = load_images(cfg.data, "train")
+    data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
     spec = family.latent_spec(cfg)
     G, D = family.build(cfg, spec)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
@@ -135,8 +135,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     G_raw, D_raw = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
 
-    batches = DeviceBatches(data, t.batch_size, accelerator.device, seed=t.seed,
-                            rank=accelerator.process_index, world_size=accelerator.num_processes)
+    # Held on the device when it fits a quarter of its free memory, else streamed (cfg.data.stream).
+    batches = make_batches(data, t.batch_size, accelerator.device, seed=t.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           mode=cfg.data.stream, say=say)
     if resume_state is not None and "batches" in resume_state:
         batches.load_state_dict(resume_state["batches"])
     n_steps = total_steps(cfg, batches.steps_per_epoch)
@@ -148,7 +150,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(run_dir, cfg)
     say(f"run: {run_dir}  model: {cfg.model}  data: {data.name} ({len(data)} images, "
-        f"held on {accelerator.device})  steps: {start_step}->{n_steps}  "
+        f"{batches.where})  steps: {start_step}->{n_steps}  "
         f"processes: {accelerator.num_processes}  precision: {precision}")
 
     preview, preview_nrow = spec.preview(torch.Generator().manual_seed(t.seed))
@@ -227,7 +229,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
             if evaluator is not None and t.eval_every and (step % t.eval_every == 0
                                                            or step == n_steps):
                 evaluator(step=step, generator=ema.model if ema is not None else G_raw,
-                          checkpoint=checkpoint, accelerator=accelerator)
+                          checkpoint=checkpoint, accelerator=accelerator, run_dir=run_dir)
             if main and (step % t.checkpoint_every == 0 or step == n_steps):
                 checkpoint(step)
     finally:

@@ -50,7 +50,8 @@ def test_shapes_and_q_head():
     G, D = fam.build(cfg, spec)
     lat = spec.sample(5, torch.Generator().manual_seed(0))
     x = G(lat)
-    assert x.shape == (5, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
+    s = cfg.data.image_size
+    assert x.shape == (5, 1, s, s) and x.min() >= -1 and x.max() <= 1
     logit, q = D(x)
     assert logit.shape == (5,) and q.shape == (5, 12)
     # no in-place activations in D (DDP + BatchNorm + two forwards)
@@ -73,7 +74,8 @@ def test_training_steps_move_the_losses():
     G, D = fam.build(cfg, spec)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    real = torch.rand(16, 1, 32, 32) * 2 - 1
+    s = cfg.data.image_size
+    real = torch.rand(16, 1, s, s) * 2 - 1
     lat = spec.sample(16, torch.Generator().manual_seed(1))
     first = None
     for _ in range(5):

@@ -76,3 +76,22 @@ def test_dry_run_prints_resolved_config():
     assert r.exit_code == 0
     d = json.loads(r.stdout)
     assert d["train"]["batch_size"] == 7 and d["recipe"] == "mnist" and d["model"] == "infogan"
+
+
+def test_wheel_ships_the_recipes(tmp_path):
+    """Recipes must be found in a non-editable install: they are package data in the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import REPO
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--no-build-isolation", str(REPO), "-w", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    if r.returncode != 0:
+        pytest.skip(f"could not build a wheel here: {r.stderr.strip()[-200:]}")
+    wheel = next(tmp_path.glob("gancli-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for recipe in builtin_recipes():
+        assert f"gancli/_recipes/{recipe}.toml" in names
