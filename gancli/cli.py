@@ -276,5 +276,265 @@ def list_things() -> None:
     out.print(recipes)
 
 
+# ---------------------------------------------------------------------------- interpolate
+
+
+def _seed_pairs(seeds: list[str] | None, rows: Optional[int]) -> list[tuple[int, int]]:
+    """--seeds A,B (repeatable) and --rows R -> one (start seed, end seed) pair per row."""
+    pairs = []
+    for item in seeds or ["0,1"]:
+        parts = item.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            pairs.append((int(parts[0]), int(parts[1])))
+        except ValueError:
+            raise GancliError(f"--seeds expects A,B (two integers, e.g. 3,7), got '{item}'") from None
+    if rows is not None:
+        if rows <= 0:
+            raise GancliError(f"--rows must be positive, got {rows}")
+        if len(pairs) > 1:
+            raise GancliError("--rows goes with a single --seeds A,B; with several --seeds, "
+                              "each pair is one row")
+        a, b = pairs[0]
+        pairs = [(a + r, b + r) for r in range(rows)]
+    return pairs
+
+
+@app.command()
+@friendly
+def interpolate(
+    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="A,B: walk from seed A's latents (exactly those of `sample --n 1 --seed A`) to seed B's. Repeat for more rows (--seeds 3,7 --seeds 1,2). Default 0,1."),
+    steps: int = typer.Option(10, "--steps", help="Images per row, both ends included."),
+    method: str = typer.Option("slerp", "--method", help="slerp (along the sphere where the noise lives) or lerp (a straight line)."),
+    rows: Optional[int] = typer.Option(None, "--rows", help="With one --seeds A,B: R rows, row r walking seed A+r to seed B+r."),
+    code: Optional[list[str]] = typer.Option(None, "--code", "-c", help="Also walk this code from A's value to B's (repeatable): label, c1, ... (a categorical one blends as soft weights). Codes not named stay at A's values."),
+    fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold a code at a value along the whole walk: NAME=VALUE (repeatable), e.g. label=3."),
+    gif: bool = typer.Option(False, "--gif", help="Also write an animation beside the output, one frame per step."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (one row per pair) or .npz (images + latents); default <run>/interpolations/seedA-seedB-METHOD.png."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+) -> None:
+    """Walk the latent space from one seed's draw to another's: a strip per pair of seeds."""
+    import torch
+
+    from gancli.generate import generate, save_npz
+    from gancli.latent import interpolate as walk_between
+    from gancli.viz import column_frames, save_gif, save_grid
+
+    if method not in ("slerp", "lerp"):
+        raise GancliError(f"--method must be slerp or lerp, got '{method}'")
+    if steps < 2:
+        raise GancliError(f"--steps must be at least 2, got {steps}")
+    pairs = _seed_pairs(seeds, rows)
+    g, dev = _load(run, ema, step, device)
+    spec = g.spec
+    walk = tuple(code or [])
+    for name in walk:
+        if spec.z_index(name) is not None:
+            raise GancliError(f"--code {name}: the noise always walks; --code names a code to walk "
+                              f"too: {', '.join(spec.names()) or 'this model has none'}")
+        spec.check_name(name)
+
+    def draws(which: int) -> dict:
+        # The same draw as `sample --n 1 --seed S`, one row per pair.
+        rows_ = [spec.sample(1, torch.Generator().manual_seed(p[which])) for p in pairs]
+        return _fixed(spec, {k: torch.cat([r[k] for r in rows_]) for k in rows_[0]}, fix, "--fix")
+
+    latents = walk_between(spec, draws(0), draws(1), steps, method, walk)
+    images = generate(g.generator, latents, dev)
+    a, b = pairs[0]
+    name = f"seed{a}-seed{b}-{method}" + (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
+    target = Path(out_path) if out_path else run_root(g.path) / "interpolations" / f"{name}.png"
+    what = (f"{len(pairs)} row{'s' if len(pairs) > 1 else ''} x {steps} steps, {method}: seeds "
+            + ", ".join(f"{p}->{q}" for p, q in pairs))
+    if target.suffix.lower() == ".npz":
+        wrote(save_npz(target, images, latents), what)
+    elif target.suffix.lower() == ".png":
+        wrote(save_grid(images, target, nrow=steps), what)
+    else:
+        raise GancliError(f"--out {target}: interpolate writes a .png or a .npz")
+    if gif:
+        wrote(save_gif(column_frames(images, len(pairs), steps), target.with_suffix(".gif")),
+              "animation")
+
+
+# ---------------------------------------------------------------------------- fid / score
+
+
+def _is_generator_path(path: Path) -> bool:
+    """A run, a step directory or a generator file, as opposed to a folder of images."""
+    if path.is_file():
+        return True
+    return any((path / name).exists() for name in ("config.json", "checkpoints",
+                                                    "generator.safetensors",
+                                                    "generator_ema.safetensors"))
+
+
+def _record_in_run(loaded_path: Path, record: dict) -> Optional[Path]:
+    """Append a result to the run's metrics.jsonl (only when the generator belongs to a run)."""
+    import time
+
+    from gancli.files import append_jsonl
+
+    root = run_root(loaded_path)
+    if not (root / "config.json").is_file():
+        return None
+    append_jsonl(root / "metrics.jsonl", {**record, "time": time.time()})
+    return root / "metrics.jsonl"
+
+
+def _figures_table(title: str, rows: list[tuple[str, str]]):
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    return Group(title, table)  # a title above, not squeezed to the table's width
+
+
+@app.command()
+@friendly
+def fid(
+    source: str = typer.Argument(..., help="A run directory, step directory or generator file; or a folder of images (then --ref is needed)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="A folder of images as the reference (default: the run's recipe data)."),
+    split: str = typer.Option("train", "--split", help="Which split of the recipe data is the reference: train or test."),
+    ref_n: Optional[int] = typer.Option(None, "--ref-n", help="Reference images: a fixed random subset of this size (default: all, at most 50,000)."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma list of fid, kid, isc (Inception score), prc (precision/recall; uses VGG16)."),
+    n: int = typer.Option(10000, "--n", help="Generated samples. 10,000 keeps a GPU run to a minute or two; FID shrinks as n grows, so compare figures at equal n (50,000 for published numbers)."),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    seed: int = typer.Option(0, "--seed", help="Latents are those of `sample --seed S --n N`."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="GANCLI_INCEPTION_WEIGHTS", help="weights-inception-2015-12-05-6726825d.pth, for machines without network."),
+    vgg16_weights: Optional[str] = typer.Option(None, "--vgg16-weights", envvar="GANCLI_VGG16_WEIGHTS", help="torchvision's vgg16-397923af.pth, for prc without network."),
+    feature_extractor: Optional[str] = typer.Option(None, "--feature-extractor", hidden=True, help="A feature extractor registered with torch-fidelity, for every metric."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse (and store) the reference statistics."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show torch-fidelity's own progress."),
+) -> None:
+    """FID, KID, Inception score and precision/recall (torch-fidelity) of a generator or a folder."""
+    import os
+
+    from gancli import metrics as M
+    from gancli.generate import pick_device
+
+    wanted = M.parse_metrics(metrics)
+    if n <= 1:
+        raise GancliError(f"--n must be at least 2, got {n}")
+    if batch_size <= 0:
+        raise GancliError(f"--batch-size must be positive, got {batch_size}")
+    src = Path(source)
+    if not src.exists():
+        raise GancliError(f"no such run, checkpoint, file or folder: {source}")
+    say = err.print if json_out else out.print
+    loaded = None
+    if _is_generator_path(src):
+        loaded, dev = _load(source, ema, step, device)
+        input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed)
+        count = n
+    else:
+        if ref is None:
+            raise GancliError(f"{source} is a folder of images: name the reference with --ref FOLDER")
+        dev = pick_device(device)
+        input1 = M.FolderFiles(M.image_files(src))
+        count = len(input1)
+    if ref is not None:
+        if Path(ref).is_dir() and _is_generator_path(Path(ref)):
+            raise GancliError(f"--ref {ref} is a run; --ref takes a folder of images")
+        reference = M.folder_reference(ref, ref_n)
+    else:
+        reference = M.recipe_reference(loaded.config.data, split, ref_n)
+    extractor = feature_extractor or os.environ.get(M.ENV_EXTRACTOR)
+    if dev.type == "cpu" and not extractor and count > 500:
+        say(f"note: Inception runs at a few images per second on a CPU; {count} images will "
+            f"take a while (--device cuda, or a smaller --n)")
+    res = M.compute_metrics(input1, reference, wanted, device=dev, batch_size=batch_size,
+                            seed=seed, feature_extractor=feature_extractor,
+                            inception_weights_path=inception_weights,
+                            vgg16_weights_path=vgg16_weights, cache=cache, verbose=verbose)
+    record = {"kind": "fid", "input": source, "n": count, "seed": seed,
+              "reference": reference.description, **res}
+    if loaded is not None:
+        record.update(model=loaded.config.model, step=loaded.step, ema=loaded.ema)
+        _record_in_run(loaded.path, record)
+    if json_out:
+        typer.echo(json.dumps(record, sort_keys=True))
+        return
+    names = {"fid": "FID", "kid": "KID", "kid_std": "KID std", "isc": "Inception score",
+             "isc_std": "IS std", "precision": "precision", "recall": "recall",
+             "f_score": "F-score"}
+    what = (f"{loaded.config.model} step {loaded.step}" + (" (EMA)" if loaded.ema else "")
+            if loaded is not None else source)
+    rows = [(names[k], f"{res[k]:.4f}" if k != "kid" else f"{res[k]:.5f}")
+            for k in names if k in res]
+    out.print(_figures_table(f"{what}: {count} samples vs {reference.description}", rows))
+    out.print(f"features: {res['feature_extractor']}; reference statistics: "
+              f"{res['reference_cache']}", soft_wrap=True)
+
+
+@app.command()
+@friendly
+def score(
+    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    n: int = typer.Option(10000, "--n", help="Generated samples."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Judge samples with the recipe classifier: code accuracy, label agreement, mode coverage."""
+    from gancli.classifier import load_or_train
+    from gancli.score import check_labelled, score_generator
+
+    if n < 2:
+        raise GancliError(f"--n must be at least 2, got {n}")
+    say = (lambda s: err.print(s, soft_wrap=True)) if json_out else \
+        (lambda s: out.print(s, soft_wrap=True))
+    g, dev = _load(run, ema, step, device)
+    check_labelled(g.config.data)
+    clf, info = load_or_train(g.config.data, dev, progress=say)
+    say(f"classifier: test accuracy {info['accuracy']:.4f} on {info['test_name']}"
+        + (" (cached)" if info.get("cached") else ""))
+    res = score_generator(g, n, seed, dev, clf, classifier_info=info)
+    _record_in_run(g.path, res)
+    if json_out:
+        typer.echo(json.dumps(res, sort_keys=True))
+        return
+    rows = []
+    if "code_accuracy" in res:
+        rows += [(f"{res['code']} accuracy (one-to-one)", f"{res['code_accuracy']:.4f}"),
+                 (f"{res['code']} purity (many-to-one)", f"{res['code_purity']:.4f}")]
+    if "label_agreement" in res:
+        rows.append(("label agreement", f"{res['label_agreement']:.4f}"))
+    rows += [("classifier Fréchet distance", f"{res['classifier_fd']:.4f}"),
+             ("smallest class share", f"{res['min_share']:.4f}"),
+             ("largest class share", f"{res['max_share']:.4f}"),
+             ("classes under 5%", str(res["classes_under_5pct"]))]
+    out.print(_figures_table(f"{g.config.model} step {g.step}" + (" (EMA)" if g.ema else "")
+                             + f": {n} samples; key figure {res['key_metric']}", rows))
+    if "code_table" in res:
+        from rich.table import Table
+
+        out.print(f"{res['code']} value -> class (one-to-one match, majority class, share of "
+                  f"samples, share the classifier puts in the matched class)", soft_wrap=True)
+        table = Table()
+        for col in ("code", "class", "majority class", "share of samples", "agreement"):
+            table.add_column(col, justify="right")
+        for r in res["code_table"]:
+            table.add_row(str(r["code"]), str(r["class"]), str(r["majority_class"]),
+                          f"{r['share']:.3f}", f"{r['agreement']:.3f}")
+        out.print(table)
+    out.print("class shares: " + " ".join(f"{i}:{s:.3f}" for i, s in enumerate(res["class_shares"])),
+              soft_wrap=True)
+
+
 def main() -> None:
     app()

@@ -105,7 +105,7 @@ class LazyImages(Dataset):
 
     def __len__(self) -> int:
         src = self._ready()
-        return len(self._index) if self._index is not None else int(src.shape[0])
+        return len(self._index) if self._index is not None else len(src)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         src = self._ready()
@@ -304,7 +304,7 @@ def cache_name(ref: Reference, feature_extractor: str, weights: str | None = Non
 
 
 def hub_checkpoints() -> Path:
-    """Where torch.hub (and so torch-fidelity) keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
+    """Where torch.hub (so torch-fidelity) keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -330,9 +330,10 @@ def _reason(e: BaseException) -> str:
     return str(r).strip().splitlines()[0][:120] if str(r).strip() else type(e).__name__
 
 
-def inception_weights(path: str | Path | None = None, download: bool = True) -> Path:
+def inception_weights(path: str | Path | None = None) -> Path:
     """The Inception weights file: `path`, else $GANCLI_INCEPTION_WEIGHTS, else torch.hub's copy,
-    downloaded there if missing. Offline with no file: one GancliError line saying where to put it."""
+    downloaded there if missing. Offline with no file: a one-line GancliError saying where to
+    put it."""
     given = path or os.environ.get(ENV_INCEPTION)
     if given:
         p = Path(given).expanduser()
@@ -341,14 +342,14 @@ def inception_weights(path: str | Path | None = None, download: bool = True) -> 
                               f"{INCEPTION_FILE})")
         return p
     target = hub_checkpoints() / INCEPTION_FILE
-    if target.is_file() or not download:
+    if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {INCEPTION_FILE} (~95 MB) to {target.parent}", file=sys.stderr)
     try:
         # torch.hub writes to a temporary name and renames: no half file is left behind.
         torch.hub.download_url_to_file(INCEPTION_URL, str(target), progress=False)
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+    except OSError as e:  # URLError (no network, DNS, HTTP error), timeouts, refused connections
         raise GancliError(offline_message(INCEPTION, _reason(e))) from None
     return target
 
@@ -434,7 +435,9 @@ def compute_metrics(input1: Dataset | GeneratorInput, reference: Reference,
         kwargs: dict[str, Any] = dict(
             input2=reference.dataset, input2_cache_name=name, cache=cache,
             feature_extractor=extractor, cuda=device.type == "cuda", batch_size=batch_size,
-            rng_seed=seed, verbose=verbose, save_cpu_ram=True,  # no N x N matrices, no workers
+            # save_cpu_ram: prc without N x N matrices, and no DataLoader worker processes
+            # (in-memory sets gain nothing from them; files decode in this process)
+            rng_seed=seed, verbose=verbose, save_cpu_ram=True,
             samples_shuffle=True, **fidelity_roots(), **{m: True for m in wanted})
         if weights is not None:
             kwargs["feature_extractor_weights_path"] = str(weights)
@@ -444,7 +447,8 @@ def compute_metrics(input1: Dataset | GeneratorInput, reference: Reference,
         else:
             kwargs["input1"] = input1
         if "kid" in wanted:  # KID draws subsets of this size from each side
-            kwargs["kid_subset_size"] = min(1000, _length(input1), reference.n or len(reference.dataset))
+            kwargs["kid_subset_size"] = min(1000, _length(input1),
+                                            reference.n or len(reference.dataset))
         if "isc" in wanted:
             kwargs["isc_splits"] = max(1, min(10, _length(input1) // 2))
         results.update(_run(torch_fidelity.calculate_metrics, kwargs, extractor, device))

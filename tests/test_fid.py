@@ -206,9 +206,9 @@ def test_real_inception_when_its_weights_are_here(tiny_run):
     weights = M.hub_checkpoints() / M.INCEPTION_FILE
     if not weights.is_file():
         pytest.skip(f"Inception weights not present ({weights})")
-    res = _real = invoke("fid", tiny_run, "--n", "16", "--ref-n", "16", "--metrics", "fid",
-                         "--device", "cpu", "--json", "--batch-size", "16")
-    assert res.exit_code == 0, res.output
-    out = json.loads(_real.stdout)
+    r = invoke("fid", tiny_run, "--n", "16", "--ref-n", "16", "--metrics", "fid", "--device",
+               "cpu", "--json", "--batch-size", "16")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
     assert np.isfinite(out["fid"]) and out["fid"] > 0
     assert "inception-v3-compat" in out["reference_cache"]
