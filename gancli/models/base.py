@@ -77,3 +77,21 @@ def init_dcgan_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+class UnconditionalLosses:
+    """The two GAN losses for a D that maps images to logits (gan, dcgan). Real and fake go
+    through D as two forwards, never one over cat(real, fake): with BatchNorm a joined batch lets
+    D tell them apart by batch statistics alone."""
+
+    def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
+               fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
+        real_logit = D(real)
+        fake_logit = D(fake)
+        loss = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
+        return loss, {"d_loss": loss.detach(), **d_figures(real_logit, fake_logit)}
+
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
+               cfg: Config) -> tuple[torch.Tensor, Logs]:
+        loss = g_adversarial(D(fake).float(), cfg.train.loss)
+        return loss, {"g_loss": loss.detach()}

@@ -25,7 +25,7 @@ from torch import nn
 from gancli.errors import GancliError
 from gancli.latent import Latents, LatentSpec
 from gancli.models import register
-from gancli.models.base import Logs, d_adversarial, d_figures, g_adversarial, init_dcgan_weights
+from gancli.models.base import UnconditionalLosses, init_dcgan_weights
 from gancli.recipes import Config
 
 
@@ -99,7 +99,7 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class DCGAN:
+class DCGAN(UnconditionalLosses):
     name = "dcgan"
     description = "DCGAN: strided (transposed) convolutions with BatchNorm, 64x64 faces to MNIST"
 
@@ -111,20 +111,6 @@ class DCGAN:
         ch, k = int(cfg.model_args.get("channels", 64)), _kernel(cfg)
         size, c = cfg.data.image_size, cfg.data.channels
         return Generator(spec, size, c, ch, k), Discriminator(size, c, ch, k)
-
-    def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
-               fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
-        # Two forwards, not one over cat(real, fake): with BatchNorm, a joined batch lets D tell
-        # them apart by batch statistics alone.
-        real_logit = D(real)
-        fake_logit = D(fake)
-        loss = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
-        return loss, {"d_loss": loss.detach(), **d_figures(real_logit, fake_logit)}
-
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]:
-        loss = g_adversarial(D(fake).float(), cfg.train.loss)
-        return loss, {"g_loss": loss.detach()}
 
 
 register(DCGAN())

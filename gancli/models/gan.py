@@ -16,7 +16,7 @@ from torch import nn
 
 from gancli.latent import Latents, LatentSpec
 from gancli.models import register
-from gancli.models.base import Logs, d_adversarial, d_figures, g_adversarial
+from gancli.models.base import UnconditionalLosses
 from gancli.recipes import Config
 
 
@@ -50,7 +50,7 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class GAN:
+class GAN(UnconditionalLosses):
     name = "gan"
     description = "the original GAN: MLP generator and discriminator, non-saturating loss"
 
@@ -62,17 +62,6 @@ class GAN:
         hidden = int(cfg.model_args.get("hidden", 256))
         size, ch = cfg.data.image_size, cfg.data.channels
         return Generator(spec, size, ch, hidden), Discriminator(size, ch, hidden)
-
-    def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
-               fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
-        real_logit, fake_logit = D(real), D(fake)
-        loss = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
-        return loss, {"d_loss": loss.detach(), **d_figures(real_logit, fake_logit)}
-
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]:
-        loss = g_adversarial(D(fake).float(), cfg.train.loss)
-        return loss, {"g_loss": loss.detach()}
 
 
 register(GAN())
