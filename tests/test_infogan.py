@@ -92,3 +92,25 @@ def test_training_steps_move_the_losses():
     assert logs["info_ce"].item() < first[1]
     # Q's parameters were trained in D's step; G's loss did not touch D's gradients
     assert all(p.grad is not None for p in D.q.parameters())
+
+
+def _with_args(cfg, **args):
+    return cfg.__class__(cfg.model, cfg.recipe, cfg.data, cfg.train, {**cfg.model_args, **args})
+
+
+def test_weights_start_at_normal_002_unless_asked():
+    from gancli.errors import GancliError
+
+    cfg = _tiny_cfg()
+    fam = get_family("infogan")
+    spec = fam.latent_spec(cfg)
+    torch.manual_seed(0)
+    G, D = fam.build(cfg, spec)
+    w = G.fc[0].weight
+    assert w.std().item() == pytest.approx(0.02, rel=0.05) and abs(w.mean().item()) < 0.002
+    assert D.body[0].bias.abs().max().item() == 0.0
+    torch.manual_seed(0)
+    G2, _ = fam.build(_with_args(cfg, init="default"), spec)
+    assert G2.fc[0].weight.std().item() > 0.05   # PyTorch's kaiming-uniform on 76 inputs
+    with pytest.raises(GancliError, match="init must be"):
+        fam.build(_with_args(cfg, init="xavier"), spec)
