@@ -23,16 +23,15 @@ from gancli.classifier import load_or_train
 from gancli.score import score_generator
 
 
-def epochs_at(run: Path) -> dict[int, float]:
-    """step -> epoch, from the run's metrics.jsonl (the loop logs both)."""
-    out = {}
+def epochs_per_step(run: Path) -> float | None:
+    """Epochs per step, from the run's metrics.jsonl (the loop logs both); None if unknown."""
     log = run / "metrics.jsonl"
     if log.is_file():
-        for line in log.read_text().splitlines():
+        for line in reversed(log.read_text().splitlines()):
             rec = json.loads(line)
-            if "step" in rec and "epoch" in rec:
-                out[int(rec["step"])] = float(rec["epoch"])
-    return out
+            if rec.get("step") and "epoch" in rec:
+                return float(rec["epoch"]) / int(rec["step"])
+    return None
 
 
 def main() -> None:
@@ -40,13 +39,14 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ema", action="store_true", help="score the raw generator, not the EMA")
     ap.add_argument("--last", action="store_true", help="only the latest checkpoint of each run")
     args = ap.parse_args()
     classifiers: dict[str, tuple] = {}
     for run in args.runs:
         steps = [s for s, _ in step_dirs(Path(run))]
         for step in steps[-1:] if args.last else steps:
-            g = load_generator(run, ema=True, step=step)
+            g = load_generator(run, ema=not args.no_ema, step=step)
             data = g.config.data
             key = repr(data)
             if key not in classifiers:
@@ -55,10 +55,10 @@ def main() -> None:
                       f"{classifiers[key][1]['accuracy']:.4f}")
             clf, info = classifiers[key]
             res = score_generator(g, args.n, args.seed, "cpu", clf, classifier_info=info)
-            epoch = epochs_at(Path(run)).get(g.step)
-            epoch = f"(epoch {epoch:.2f})" if epoch is not None else ""
+            per_step = epochs_per_step(Path(run))
+            epoch = f"(epoch {g.step * per_step:.2f})" if per_step else ""
             key_name = res["key_metric"]
-            print(f"{run} {g.config.model} step {g.step} {epoch}: {key_name} "
+            print(f"{run} {g.config.model}{' (EMA)' if g.ema else ''} step {g.step} {epoch}: {key_name} "
                   f"{res[key_name]:.4f}  min share {res['min_share']:.4f}  "
                   f"max share {res['max_share']:.4f}  classes under 5% "
                   f"{res['classes_under_5pct']}", flush=True)

@@ -114,3 +114,19 @@ def test_weights_start_at_normal_002_unless_asked():
     assert G2.fc[0].weight.std().item() > 0.05   # PyTorch's kaiming-uniform on 76 inputs
     with pytest.raises(GancliError, match="init must be"):
         fam.build(_with_args(cfg, init="xavier"), spec)
+
+
+def test_q_can_be_kept_off_ds_body():
+    cfg = _tiny_cfg()
+    fam = get_family("infogan")
+    spec = fam.latent_spec(cfg)
+    _, D = fam.build(cfg, spec)
+    x = torch.randn(4, 1, cfg.data.image_size, cfg.data.image_size)
+    _, q = D(x, q_trains_body=False)
+    q.square().sum().backward()
+    assert all(p.grad is None for p in D.body.parameters())
+    assert all(p.grad is not None for p in D.q.parameters())
+    D.zero_grad(set_to_none=True)
+    _, q = D(x)   # the paper's default: L_I shapes the shared body too
+    q.square().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in D.body.parameters())

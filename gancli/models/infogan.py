@@ -93,9 +93,9 @@ class Discriminator(nn.Module):
         self.q = nn.Sequential(nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.1),
                                nn.Linear(128, max(q_out, 1)))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, q_trains_body: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
-        return self.head(h).squeeze(-1), self.q(h)
+        return self.head(h).squeeze(-1), self.q(h if q_trains_body else h.detach())
 
 
 def info_loss(spec: LatentSpec, q: torch.Tensor, latents: Latents) -> tuple[torch.Tensor, Logs]:
@@ -149,7 +149,7 @@ class InfoGAN:
                fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
         spec = self.latent_spec(cfg)
         real_logit, _ = D(real)
-        fake_logit, q = D(fake)
+        fake_logit, q = D(fake, bool(cfg.model_args.get("q_trains_body", True)))
         adv = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
         parts, logs = info_loss(spec, q, latents)
         loss = adv + self._weighted(cfg, parts)
