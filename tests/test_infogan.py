@@ -130,3 +130,57 @@ def test_q_can_be_kept_off_ds_body():
     _, q = D(x)   # the paper's default: L_I shapes the shared body too
     q.square().sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in D.body.parameters())
+
+
+def test_random_affine_is_identity_at_zero_and_moves_otherwise():
+    from gancli.models.infogan import random_affine
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    same = random_affine(x, degrees=0.0, scale=0.0, shift=0.0)
+    assert torch.allclose(same, x, atol=1e-5)
+    x.requires_grad_(True)
+    moved = random_affine(x)
+    assert moved.shape == x.shape and (moved - x).abs().mean() > 0.05
+    # each image gets its own transform
+    one = x.detach()[:1].expand(4, -1, -1, -1).contiguous()
+    out = random_affine(one)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+    moved.sum().backward()          # G's gradient must pass through it
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_categorical_loss_can_come_from_another_view():
+    q = torch.randn(6, 5)
+    q_cat = torch.randn(6, 5)
+    lat = {"z": torch.zeros(6, 4), "c1": torch.randint(0, 3, (6,)),
+           "c2": torch.zeros(6), "c3": torch.zeros(6)}
+    parts, logs = info_loss(SPEC, q, lat, q_cat)
+    ref, ref_logs = info_loss(SPEC, q, lat)
+    assert parts[0].item() == pytest.approx(F.cross_entropy(q_cat[:, :3], lat["c1"]).item())
+    assert parts[1].item() == pytest.approx(ref[1].item())        # continuous codes: clean view
+    assert logs["c1_acc"].item() == pytest.approx(ref_logs["c1_acc"].item())
+
+
+def test_q_augment_adds_one_view_in_ds_step_only():
+    from gancli.errors import GancliError
+
+    cfg = _tiny_cfg()
+    fam = get_family("infogan")
+    spec = fam.latent_spec(cfg)
+    G, D = fam.build(cfg, spec)
+    calls = []
+    D.register_forward_hook(lambda m, i, o: calls.append(i[0]))
+    lat = spec.sample(8, torch.Generator().manual_seed(0))
+    fake = G(lat).detach()
+    real = torch.rand_like(fake) * 2 - 1
+    fam.d_loss(D, real, None, fake, lat, cfg)
+    assert len(calls) == 3 and not torch.equal(calls[2], fake)   # real, fake, turned fake
+    calls.clear()
+    fam.d_loss(D, real, None, fake, lat, _with_args(cfg, q_augment=False))
+    assert len(calls) == 2
+    calls.clear()
+    fam.g_loss(D, G(lat), lat, cfg)
+    assert len(calls) == 1                                        # G reads Q on the clean fakes
+    with pytest.raises(GancliError, match="q_augment must be"):
+        fam.build(_with_args(cfg, q_augment="yes"), spec)

@@ -11,6 +11,11 @@
   high-contrast checkerboards in which it hides c1 (Q reads it perfectly by step 100) and the
   samples stayed noise for 400+ steps while D ran away (D(fake) 0.08 at the end); with N(0, 0.02)
   they were digits by step 400 and D stayed balanced. `init = "default"` keeps PyTorch's.
+- Not in the paper (`q_augment`, on by default): in D's step Q learns the categorical codes from
+  fakes under a small random rotation, scale and shift, so G can only keep them recoverable through
+  features those leave alone: which digit, not its slant, size or place. Measured on MNIST without
+  it, two values of c1 shared the 4s and 9s and differed only in slant (c1 accuracy 0.65-0.90 after
+  5 epochs); with it, 0.92 after one epoch. `q_augment = false` gives the paper's method.
 """
 
 from __future__ import annotations
@@ -98,10 +103,29 @@ class Discriminator(nn.Module):
         return self.head(h).squeeze(-1), self.q(h if q_trains_body else h.detach())
 
 
-def info_loss(spec: LatentSpec, q: torch.Tensor, latents: Latents) -> tuple[torch.Tensor, Logs]:
+def random_affine(x: torch.Tensor, degrees: float = 15.0, scale: float = 0.1,
+                  shift: float = 2 / 28) -> torch.Tensor:
+    """Each image turned by up to +-degrees, scaled by 1 +- scale and moved by up to +-shift of its
+    width (2 px at 28 px), independently; differentiable, edges repeat the border pixels."""
+    n = x.shape[0]
+    u = torch.rand(n, 4, device=x.device) * 2 - 1
+    angle = u[:, 0] * math.radians(degrees)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    tx, ty = u[:, 2] * 2 * shift, u[:, 3] * 2 * shift    # grid coordinates span 2 per image
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+    return F.grid_sample(x.float(), grid, padding_mode="border", align_corners=False).to(x.dtype)
+
+
+def info_loss(spec: LatentSpec, q: torch.Tensor, latents: Latents,
+              q_cat: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]:
     """L_I: cross-entropy for each categorical code plus lambda_cont-free Gaussian NLL (std 1) for
-    each continuous code; returns (categorical part, continuous part) summed as (ce, nll) logs."""
+    each continuous code; returns (categorical part, continuous part) summed as (ce, nll) logs.
+    `q_cat`, when given, is Q's output on another view of the same fakes: the categorical part is
+    computed from it (accuracy is still logged from `q`)."""
     q = q.float()
+    q_cat = q if q_cat is None else q_cat.float()
     ce = q.new_zeros(())
     nll = q.new_zeros(())
     logs: Logs = {}
@@ -109,7 +133,8 @@ def info_loss(spec: LatentSpec, q: torch.Tensor, latents: Latents) -> tuple[torc
     for c in spec.codes:
         if c.categorical:
             logits, target = q[:, i: i + c.size], latents[c.name]
-            ce = ce + F.cross_entropy(logits, target if target.dtype == torch.int64 else target.float())
+            ce = ce + F.cross_entropy(q_cat[:, i: i + c.size],
+                                      target if target.dtype == torch.int64 else target.float())
             if target.dtype == torch.int64:
                 logs[f"{c.name}_acc"] = (logits.detach().argmax(1) == target).float().mean()
             i += c.size
@@ -135,6 +160,9 @@ class InfoGAN:
         init = cfg.model_args.get("init", "normal")
         if init not in ("normal", "default"):
             raise GancliError(f"infogan: init must be 'normal' or 'default' (got {init!r})")
+        if not isinstance(cfg.model_args.get("q_augment", True), bool):
+            raise GancliError("infogan: q_augment must be true or false "
+                              f"(got {cfg.model_args['q_augment']!r})")
         if init == "normal":
             init_dcgan_weights(G)
             init_dcgan_weights(D)
@@ -149,9 +177,13 @@ class InfoGAN:
                fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]:
         spec = self.latent_spec(cfg)
         real_logit, _ = D(real)
-        fake_logit, q = D(fake, bool(cfg.model_args.get("q_trains_body", True)))
+        q_body = bool(cfg.model_args.get("q_trains_body", True))
+        fake_logit, q = D(fake, q_body)
         adv = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
-        parts, logs = info_loss(spec, q, latents)
+        q_cat = None
+        if cfg.model_args.get("q_augment", True) and any(c.categorical for c in spec.codes):
+            _, q_cat = D(random_affine(fake), q_body)
+        parts, logs = info_loss(spec, q, latents, q_cat)
         loss = adv + self._weighted(cfg, parts)
         return loss, {"d_loss": adv.detach(), "info_ce": parts[0].detach(),
                       "info_nll": parts[1].detach(), **logs, **d_figures(real_logit, fake_logit)}
