@@ -15,7 +15,8 @@
   fakes under a small random rotation, scale and shift, so G can only keep them recoverable through
   features those leave alone: which digit, not its slant, size or place. Measured on MNIST without
   it, two values of c1 shared the 4s and 9s and differed only in slant (c1 accuracy 0.65-0.90 after
-  5 epochs); with it, 0.92 after one epoch. `q_augment = false` gives the paper's method.
+  5 epochs); with it, 0.987-0.997 after 2 epochs on 3 seeds. `q_augment = false` gives the
+  paper's method.
 """
 
 from __future__ import annotations
