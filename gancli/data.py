@@ -872,8 +872,11 @@ class StreamBatches:
         kw: dict[str, Any] = {}
         if self.num_workers:
             kw = {"prefetch_factor": 4, "persistent_workers": False}
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from torch's
+        # global stream each time it starts, and a resumed run starts it at another step.
         dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=_as_is,
                                          num_workers=self.num_workers,
+                                         generator=torch.Generator().manual_seed(self.seed),
                                          pin_memory=self.device.type == "cuda", **kw)
         return iter(dl)
 
