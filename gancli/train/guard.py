@@ -22,7 +22,9 @@ from gancli.errors import GancliError
 
 class Stopped(GancliError):
     """Training stopped on a signal after writing a checkpoint. Exit status 128 + signal, as a
-    shell reports a process a signal ended."""
+    shell reports a process a signal ended; asked for, so not labelled an error."""
+
+    label = ""
 
     def __init__(self, message: str, signum: int, quiet: bool = False) -> None:
         super().__init__(message)
@@ -156,3 +158,68 @@ class LastGood:
             for g, lr in zip(o.param_groups, lrs):
                 g["lr"] = lr
         return int(self._state["ema_updates"])
+
+
+MAX_ROLLBACKS = 8   # --on-nan skip gives up after this many (the learning rates are then 1/256)
+
+
+class Guard:
+    """The --on-nan policy. ``healthy`` is asked at log steps and before checkpoints: under
+    ``stop`` a fault raises :class:`NonFinite` naming the first bad step and figures and the last
+    good checkpoint; under ``skip`` it rolls back to the last good state, halves the learning
+    rates, logs an event and answers False (the figures of the window are void)."""
+
+    def __init__(self, on_nan: str, accelerator: Any, nets: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], ema: Any,
+                 counters: dict[str, int], log: Callable[[dict[str, Any]], None],
+                 say: Callable[[str], None]) -> None:
+        self.accelerator, self.nets, self.optimizers, self.ema = accelerator, nets, optimizers, ema
+        self.counters, self.log, self.say = counters, log, say
+        self.faults = FaultWatch(accelerator.device)
+        self.last_good = LastGood() if on_nan == "skip" else None
+
+    def observe(self, step: int, figures: dict[str, torch.Tensor]) -> None:
+        self.faults.observe(step, figures)
+
+    def keep(self, step: int) -> None:
+        """Remember the state after `step` as good (only under skip: it costs a copy)."""
+        if self.last_good is not None:
+            self.last_good.take(step, self.nets, self.optimizers,
+                                self.ema.updates if self.ema is not None else 0)
+
+    def healthy(self, step: int, figures: Callable[[], dict[str, float]], last_checkpoint: Any,
+                check_weights: bool = False) -> bool:
+        bad_step = self.faults.check(self.accelerator)
+        weights_bad = (bad_step is None and check_weights and any_rank(
+            self.accelerator, not weights_finite(*self.nets.values())))
+        if bad_step is None and not weights_bad:
+            return True
+        what = describe(figures()) if bad_step is not None else "weights"
+        bad_step = bad_step or step
+        if self.last_good is None:
+            where = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                     else "no checkpoint was written")
+            raise NonFinite(f"step {bad_step}: non-finite {what}; training stopped and {where} "
+                            f"(continue from it with --resume RUN --on-nan skip, which rolls "
+                            f"back and halves the learning rates)")
+        self.counters["nan_rollbacks"] = self.counters.get("nan_rollbacks", 0) + 1
+        if self.counters["nan_rollbacks"] > MAX_ROLLBACKS:
+            raise NonFinite(f"step {bad_step}: non-finite {what} again after {MAX_ROLLBACKS} "
+                            f"rollbacks; training stopped (last good checkpoint: "
+                            f"{last_checkpoint or 'none'})")
+        updates = self.last_good.restore(self.nets, self.optimizers)
+        if self.ema is not None:
+            self.ema.updates = updates
+        lrs = []
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+            lrs.append(opt.param_groups[0]["lr"])
+        self.log({"step": step, "event": "non_finite", "first_bad_step": bad_step,
+                  "figures": what, "rolled_back_to": self.last_good.step,
+                  **{f"lr_{k}": lr for k, lr in zip(self.optimizers, lrs)}})
+        self.say(f"step {bad_step}: non-finite {what}; rolled back to step "
+                 f"{self.last_good.step}'s weights, learning rates halved to "
+                 + ", ".join(f"{lr:.3g} ({k.upper()})" for k, lr in zip(self.optimizers, lrs)))
+        self.faults.reset()
+        return False

@@ -1,0 +1,28 @@
+"""The generator's exponential moving average, the weights sampling uses by default."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """An exponential moving average of the generator's weights (buffers are copied), in fp32.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) so that short runs are not dominated by
+    the random initial weights."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_p = list(self.model.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach().float() for p in model.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)

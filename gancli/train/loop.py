@@ -1,0 +1,222 @@
+"""The one training loop every model family shares, on Accelerate (CPU, one GPU, many;
+fp32/bf16/fp16). Run directories, resume and checkpoints live in `run`, stopping and numerical
+faults in `guard`: what is left here is the story of a step."""
+
+from __future__ import annotations
+
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+from gancli.data import make_batches, open_dataset, to_uint8
+from gancli.errors import GancliError
+from gancli.files import append_jsonl
+from gancli.models import get_family
+from gancli.recipes import Config, TrainConfig
+from gancli.train.ema import EMA
+from gancli.train.guard import Guard, StopSignals, Stopped
+from gancli.train.progress import Progress, Window
+from gancli.train.run import (Checkpoints, load_networks, open_run, prepare_run_dir,
+                              rescale_position, restore_streams, total_steps)
+from gancli.viz import save_grid
+
+Printer = Callable[[str], None]
+
+
+def make_accelerator(t: TrainConfig, say: Printer) -> tuple[Accelerator, str]:
+    cpu_only = t.cpu or not torch.cuda.is_available()
+    precision = t.mixed_precision
+    if precision == "fp16" and cpu_only:
+        say("note: fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
+        precision = "no"
+    # torch 2.14 renames DDP's broadcast_buffers; the old flag is the one that keeps buffers
+    # rank-local, which is what we want, so its deprecation notice is noise here.
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+    accelerator = Accelerator(
+        # cpu=True also on a GPU-less machine: Accelerate only sets up multi-process CPU (gloo)
+        # training when told it runs on the CPU.
+        cpu=cpu_only, mixed_precision=precision,
+        # Per-rank BatchNorm statistics: no buffer broadcast between D's real and fake forwards.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    return accelerator, precision
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = print,
+          progress: bool = True, evaluator: Any = None) -> Path:
+    """Train `cfg` (or continue the run at `resume`); return the run directory."""
+    family = get_family(cfg.model)
+    t = cfg.train
+    accelerator, precision = make_accelerator(t, print_fn)
+    main = accelerator.is_main_process
+    say: Printer = print_fn if main else (lambda s: None)
+    run_dir, saved = open_run(cfg, resume, accelerator)
+    start_step = saved.step
+
+    set_seed(t.seed, device_specific=True)
+    data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
+    spec = family.latent_spec(cfg)
+    G, D = family.build(cfg, spec)
+    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    if saved.dir is not None:
+        load_networks(saved, run_dir, G, D, opt_g, opt_d)
+    G.to(accelerator.device)
+    ema = EMA(G, t.ema_decay) if t.ema else None
+    if ema is not None and "generator_ema" in saved.tensors:
+        ema.model.load_state_dict(saved.tensors["generator_ema"])
+        ema.updates = int(saved.state.get("ema_updates", start_step))
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    G_raw, D_raw = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
+
+    # Held on the device when it fits a quarter of its free memory, else streamed (cfg.data.stream).
+    batches = make_batches(data, t.batch_size, accelerator.device, seed=t.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           mode=cfg.data.stream, say=say)
+    if "batches" in saved.state:
+        batches.load_state_dict(rescale_position(saved.state["batches"], accelerator))
+    n_steps = total_steps(cfg, batches.steps_per_epoch)
+    if start_step >= n_steps:
+        raise GancliError(f"{run_dir} already reached step {start_step} of {n_steps}: "
+                          f"pass a larger --steps to continue")
+    if main:
+        prepare_run_dir(run_dir, cfg, start_step)
+    say(f"run: {run_dir}  model: {cfg.model}  data: {data.name} ({len(data)} images, "
+        f"{batches.where})  steps: {start_step}->{n_steps}  "
+        f"processes: {accelerator.num_processes}  precision: {precision}")
+
+    preview, preview_nrow = spec.preview(torch.Generator().manual_seed(t.seed))
+    preview = {k: saved.extra.get(f"preview.{k}", v).to(accelerator.device)
+               for k, v in preview.items()}
+    noise_gen = torch.Generator(device="cpu").manual_seed(
+        t.seed * 7919 + accelerator.process_index * 104729)
+    generators = {"noise": noise_gen}
+    if accelerator.scaler is not None and saved.state.get("scaler"):
+        accelerator.scaler.load_state_dict(saved.state["scaler"])
+    counters = {"scaler_skipped": 0, "nan_rollbacks": 0, **saved.state.get("counters", {})}
+    if saved.dir is not None:
+        restore_streams(saved, accelerator, generators, say)   # last: nothing may draw after it
+
+    def draw(n: int, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return spec.sample(n, noise_gen, accelerator.device, labels=labels)
+
+    def log(record: dict[str, Any]) -> None:
+        if main:
+            append_jsonl(run_dir / "metrics.jsonl", {**record, "time": time.time()})
+
+    def write_samples(step: int) -> None:
+        net = ema.model if ema is not None else G_raw
+        was_training = net.training
+        net.eval()
+        with torch.no_grad(), accelerator.autocast():
+            imgs = to_uint8(net(preview))
+        net.train(was_training)
+        save_grid(imgs.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=preview_nrow)
+
+    ckpts = Checkpoints(run_dir, cfg, accelerator, G=G_raw, D=D_raw, ema=ema, opt_g=opt_g,
+                        opt_d=opt_d, batches=batches, generators=generators, preview=preview)
+    guard = Guard(t.on_nan, accelerator,
+                  {"G": G_raw, "D": D_raw, **({"ema": ema.model} if ema is not None else {})},
+                  {"g": opt_g.optimizer, "d": opt_d.optimizer}, ema, counters, log, say)
+    window, last_logs = Window(), {}
+    bar = Progress(progress and main, n_steps, start_step)
+    step = start_step
+    guard.keep(step)
+    with StopSignals(say) as stop:
+        try:
+            while step < n_steps:
+                real, labels = next(batches)
+                # ---- discriminator step (Q heads train here too)
+                latents = draw(real.shape[0], labels)
+                fake = G(latents)
+                d_loss, d_logs = family.d_loss(D, real, labels, fake.detach(), latents, cfg)
+                opt_d.zero_grad(set_to_none=True)
+                accelerator.backward(d_loss)
+                opt_d.step()
+                counters["scaler_skipped"] += int(opt_d.step_was_skipped)
+                # ---- generator step(s): D frozen, called unwrapped (no gradient sync for it)
+                D_raw.requires_grad_(False)
+                for k in range(t.g_steps):
+                    if k > 0:
+                        latents = draw(real.shape[0], labels)
+                        fake = G(latents)
+                    g_loss, g_logs = family.g_loss(D_raw, fake, latents, cfg)
+                    opt_g.zero_grad(set_to_none=True)
+                    accelerator.backward(g_loss)
+                    opt_g.step()
+                    counters["scaler_skipped"] += int(opt_g.step_was_skipped)
+                D_raw.requires_grad_(True)
+                if ema is not None:
+                    ema.update(G_raw)
+                step += 1
+
+                # ---- figures stay on the device; they are read once per log window
+                figures = {k: v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+                           for k, v in {**d_logs, **g_logs}.items()}
+                guard.observe(step, figures)
+                window.add(figures, real.shape[0])
+                last = step == n_steps
+                if step % t.log_every == 0 or last:
+                    if guard.healthy(step, lambda: window.means(accelerator), ckpts.last):
+                        last_logs = window.means(accelerator)
+                        ips = window.images_per_s(accelerator.num_processes)
+                        log({"step": step, "epoch": round(step / batches.steps_per_epoch, 3),
+                             "images_per_s": round(ips, 1), **_shown(counters, accelerator),
+                             **{k: round(v, 5) for k, v in last_logs.items()}})
+                        bar.update(step, ips, last_logs, counters)
+                        guard.keep(step)
+                    window.reset()
+                else:
+                    bar.update(step, None, None, counters)
+
+                # ---- pictures, evaluation, checkpoints, and a stop if one was asked for
+                if main and (step % t.sample_every == 0 or last):
+                    write_samples(step)
+                if evaluator is not None and t.eval_every and (step % t.eval_every == 0 or last):
+                    evaluator(step=step, generator=ema.model if ema is not None else G_raw,
+                              checkpoint=lambda s, name=None: ckpts.save(s, counters, name),
+                              accelerator=accelerator, run_dir=run_dir)
+                if step % t.checkpoint_every == 0 or last:
+                    _checkpoint(step, guard, ckpts, counters, window, accelerator)
+                if not last and stop.requested(accelerator):
+                    if ckpts.last_step != step:
+                        _checkpoint(step, guard, ckpts, counters, window, accelerator)
+                    name = signal.Signals(stop.agreed_signum()).name
+                    raise Stopped(f"stopped at step {step} of {n_steps} ({name}); checkpoint "
+                                  f"{ckpts.last}; continue with: gancli train {cfg.model} "
+                                  f"--resume {run_dir}", stop.agreed_signum(), quiet=not main)
+        finally:
+            bar.close()
+    accelerator.wait_for_everyone()
+    say(f"done: {run_dir} (step {step}; last: "
+        + ", ".join(f"{k}={v:.3f}" for k, v in last_logs.items()) + ")")
+    accelerator.end_training()
+    return run_dir
+
+
+def _checkpoint(step: int, guard: Guard, ckpts: Checkpoints, counters: dict[str, int],
+                window: Window, accelerator: Accelerator) -> None:
+    """A checkpoint, only of weights known to be finite (a rollback under --on-nan skip voids
+    the window and writes nothing)."""
+    if guard.healthy(step, lambda: window.means(accelerator), ckpts.last, check_weights=True):
+        ckpts.save(step, counters)
+        guard.keep(step)
+    else:
+        window.reset()
+
+
+def _shown(counters: dict[str, int], accelerator: Accelerator) -> dict[str, int]:
+    """The counters worth a column in metrics.jsonl: fp16's skipped steps whenever a GradScaler
+    is in play (zero is news too), rollbacks once there was one."""
+    shown = {}
+    if accelerator.scaler is not None or counters["scaler_skipped"]:
+        shown["scaler_skipped"] = counters["scaler_skipped"]
+    if counters["nan_rollbacks"]:
+        shown["nan_rollbacks"] = counters["nan_rollbacks"]
+    return shown
