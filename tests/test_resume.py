@@ -146,8 +146,12 @@ def test_resume_removes_what_an_interrupted_writer_left(tmp_path):
     half.mkdir()
     (half / "generator.safetensors").write_bytes(b"\0" * 10)
     (out / "samples" / ".step-0000008.tmp.abc.png").write_bytes(b"")
+    # killed between atomic_dir's two renames while replacing best/: the old one comes back
+    shutil.copytree(out / "checkpoints" / "step-0000006", out / "checkpoints" / ".best.old")
     resume(out, 8)
     assert not half.exists() and not list((out / "samples").glob(".*"))
+    assert (out / "checkpoints" / "best" / "generator.safetensors").is_file()
+    assert not list((out / "checkpoints").glob(".*"))
     assert [s for s, _ in step_dirs(out)] == [6, 8]
 
 
