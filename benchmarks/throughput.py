@@ -1,0 +1,207 @@
+"""Training throughput: gancli's loop against a baseline written the way the source texts train.
+
+Both train InfoGAN on MNIST with the *same networks* (gancli's), back to back in one invocation,
+each in a fresh process so that start-up and peak memory are its own. The baseline is what the
+texts (PyTorch-GAN's infogan.py and the Korean posts) do: torchvision's MNIST dataset with
+per-sample Resize/ToTensor/Normalize in a DataLoader, the latents drawn on the CPU and copied,
+a third optimiser over G and D for the information term, `.item()` on every loss every step, fp32.
+gancli runs its own loop (`gancli.train.train`) on the recipe, with whatever options are given.
+
+    python benchmarks/throughput.py [--data ../shared/data/MNIST/raw] [--steps 300] [--warmup 50]
+        [--batch-size 64] [--mixed-precision no|bf16] [--only gancli|baseline] [--json]
+
+Images/s counts real images through D per second over the measured steps (after the warm-up),
+start-up and data loading before the first step excluded. Peak memory is the process's maximum
+resident set. Run it on a quiet machine; the two figures are only comparable from one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST" / "raw"
+
+
+def _config(a: argparse.Namespace, out: Path, steps: int, log_every: int):
+    from gancli.recipes import resolve
+
+    return resolve("infogan", "mnist",
+                   {"steps": steps, "batch_size": a.batch_size, "mixed_precision": a.mixed_precision,
+                    "out": str(out), "log_every": log_every, "sample_every": 10 ** 9,
+                    "checkpoint_every": 10 ** 9, "cpu": a.cpu, "seed": a.seed},
+                   {"path": str(a.data)})
+
+
+def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
+    """gancli's loop: per-window images/s from metrics.jsonl, the warm-up window left out."""
+    from gancli.train import train
+
+    cfg = _config(a, tmp / "run", a.warmup + a.steps, a.warmup)
+    train(cfg, print_fn=lambda s: None, progress=False)
+    records = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    measured = [r for r in records if "images_per_s" in r and r["step"] > a.warmup]
+    images = a.steps * a.batch_size
+    seconds = sum(a.warmup * a.batch_size / r["images_per_s"] for r in measured)
+    return {"images_per_s": images / seconds, "ms_per_step": 1000 * seconds / a.steps}
+
+
+def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
+    """The source texts' loop around gancli's InfoGAN networks."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+    from torchvision import transforms
+
+    from gancli.models import get_family
+
+    # torchvision reads MNIST from ROOT/MNIST/raw, uncompressed.
+    raw = tmp / "tv" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in Path(a.data).glob("*-ubyte.gz"):
+        with gzip.open(f) as src, open(raw / f.name[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    tf = transforms.Compose([transforms.Resize(28), transforms.ToTensor(),
+                             transforms.Normalize([0.5], [0.5])])
+    ds = torchvision.datasets.MNIST(str(tmp / "tv"), train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True, drop_last=True)
+
+    torch.manual_seed(a.seed)
+    cfg = _config(a, tmp / "unused", 1, 1)
+    family = get_family("infogan")
+    spec = family.latent_spec(cfg)
+    G, D = family.build(cfg, spec)
+    device = torch.device("cuda" if torch.cuda.is_available() and not a.cpu else "cpu")
+    G.to(device), D.to(device)
+    betas = (cfg.train.beta1, cfg.train.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=betas)
+    opt_info = torch.optim.Adam(list(G.parameters()) + list(D.parameters()), lr=cfg.train.lr_d,
+                                betas=betas)
+    cats = [c for c in spec.codes if c.categorical]
+    conts = [c for c in spec.codes if not c.categorical]
+    bce = torch.nn.BCEWithLogitsLoss()
+    logs = []
+
+    def latents(n: int) -> dict:
+        return {k: v.to(device) for k, v in spec.sample(n).items()}
+
+    def info_loss(q: torch.Tensor, lat: dict) -> torch.Tensor:
+        loss, i = q.new_zeros(()), 0
+        for c in cats:
+            loss = loss + F.cross_entropy(q[:, i: i + c.size], lat[c.name])
+            i += c.size
+        for c in conts:
+            loss = loss + 0.1 * F.mse_loss(q[:, i], lat[c.name])
+            i += 1
+        return loss
+
+    step, start = 0, None
+    while step < a.warmup + a.steps:
+        for real, _ in loader:
+            if step == a.warmup:
+                start = time.perf_counter()
+            if step == a.warmup + a.steps:
+                break
+            real = real.to(device)
+            n = real.shape[0]
+            ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
+            opt_g.zero_grad()
+            lat = latents(n)
+            fake = G(lat)
+            g_loss = bce(D(fake)[0], ones)
+            g_loss.backward()
+            opt_g.step()
+            opt_d.zero_grad()
+            d_loss = (bce(D(real)[0], ones) + bce(D(fake.detach())[0], zeros)) / 2
+            d_loss.backward()
+            opt_d.step()
+            opt_info.zero_grad()
+            lat = latents(n)
+            i_loss = info_loss(D(G(lat))[1], lat)
+            i_loss.backward()
+            opt_info.step()
+            logs.append((d_loss.item(), g_loss.item(), i_loss.item()))
+            step += 1
+    seconds = time.perf_counter() - start
+    return {"images_per_s": a.steps * a.batch_size / seconds, "ms_per_step": 1000 * seconds / a.steps}
+
+
+def one(a: argparse.Namespace) -> None:
+    """Measure one side in this process and print its JSON line."""
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix="gancli-bench-"))
+    try:
+        fn = measure_gancli if a.one == "gancli" else measure_baseline
+        res = fn(a, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["peak_host_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and not a.cpu:
+        res["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print(json.dumps(res))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("GANCLI_MNIST_DIR", str(DEFAULT_DATA)))
+    ap.add_argument("--steps", type=int, default=300, help="measured steps")
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--mixed-precision", default="no", help="gancli's side: no, bf16 or fp16")
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("gancli", "baseline"))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--one", choices=("gancli", "baseline"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if not (Path(a.data) / "train-images-idx3-ubyte.gz").is_file():
+        print(f"no MNIST at {a.data} (pass --data DIR with the IDX .gz files)", file=sys.stderr)
+        return 2
+    if a.steps % a.warmup:
+        print("--steps must be a multiple of --warmup (the log windows)", file=sys.stderr)
+        return 2
+    if a.one:
+        one(a)
+        return 0
+    results = {}
+    for side in ([a.only] if a.only else ["baseline", "gancli"]):
+        args = [sys.executable, __file__, "--one", side] + [
+            x for k, v in vars(a).items() if k not in ("one", "only", "json") and v is not None
+            and v is not False for x in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode:
+            print(r.stderr[-2000:], file=sys.stderr)
+            return 1
+        results[side] = json.loads(r.stdout.strip().splitlines()[-1])
+    if "baseline" in results and "gancli" in results:
+        results["ratio"] = results["gancli"]["images_per_s"] / results["baseline"]["images_per_s"]
+    results["settings"] = {"batch_size": a.batch_size, "mixed_precision": a.mixed_precision,
+                           "steps": a.steps, "warmup": a.warmup, "threads": os.cpu_count(),
+                           "date": time.strftime("%Y-%m-%d")}
+    if a.json:
+        print(json.dumps(results))
+        return 0
+    for side in ("baseline", "gancli"):
+        if side in results:
+            r = results[side]
+            print(f"{side:9s} {r['images_per_s']:8.1f} img/s  {r['ms_per_step']:7.1f} ms/step  "
+                  f"peak host {r['peak_host_mib']:.0f} MiB")
+    if "ratio" in results:
+        print(f"ratio     {results['ratio']:.2f}x  (batch {a.batch_size}, gancli precision "
+              f"{a.mixed_precision})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
