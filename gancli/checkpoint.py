@@ -9,6 +9,7 @@ config in its metadata, so a generation command can rebuild the network from tha
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from gancli import __version__
 from gancli.errors import GancliError
-from gancli.files import atomic_dir, write_json, write_safetensors
+from gancli.files import DIGEST_KEY, atomic_dir, tensor_digest, write_json, write_safetensors
 from gancli.latent import LatentSpec
 from gancli.recipes import Config
 
@@ -54,13 +55,45 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                    rest: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        _, idx, k = key.split(".", 2)
-        state.setdefault(int(idx), {})[k] = v
-    for idx, kv in rest.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(kv)
-    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+    """Put a saved optimiser state back, after checking that it fits `opt`'s parameters (torch
+    checks the groups, but not the shapes of the moments, which would fail at the next step)."""
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in tensors.items():
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+        for idx, kv in rest.get("scalars", {}).items():
+            state.setdefault(int(idx), {}).update(dict(kv))
+        groups = rest["param_groups"]
+        _check_param_groups(groups)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for idx, st in state.items():
+            if not 0 <= idx < len(params):
+                raise ValueError(f"state for parameter {idx}; the model has {len(params)}")
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape != params[idx].shape:
+                    raise ValueError(f"{k} of parameter {idx} is {tuple(v.shape)}, the "
+                                     f"parameter {tuple(params[idx].shape)}")
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise GancliError(f"the checkpoint's optimizer state does not match the model "
+                          f"({_first(e)}): resume a checkpoint of this run, or start a new "
+                          f"run") from None
+
+
+def _check_param_groups(groups: Any) -> None:
+    """Saved optimiser settings are JSON: each group a dict whose numbers (lr, betas, eps, ...)
+    are finite, so a damaged state.json cannot feed NaN into every weight."""
+    if not isinstance(groups, list):
+        raise ValueError("param_groups is not a list")
+    for g in groups:
+        if not isinstance(g, dict):
+            raise ValueError("a param group is not an object")
+        for k, v in g.items():
+            items = v if isinstance(v, (list, tuple)) and k != "params" else [v]
+            for x in items:
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"{k} is {x}")
 
 
 def save_checkpoint(run_dir: Path, step: int, cfg: Config, *, generator: nn.Module,
@@ -134,12 +167,119 @@ class LoadedGenerator:
     path: Path
 
 
+# Files from elsewhere are untrusted: bound what gancli reads before it parses anything.
+MAX_HEADER = 16 * 2 ** 20        # a safetensors header (JSON) larger than this is refused
+MAX_CONFIG = 2 ** 20             # so is a "config" metadata string over 1 MiB
+MAX_JSON = 64 * 2 ** 20          # and a state.json / config.json over 64 MiB
+_AGAIN = "copy it again, or use another checkpoint (--step)"
+
+
+def _first(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _version(v: str) -> tuple[int, ...] | None:
+    m = re.match(r"(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?", v.strip())
+    return tuple(int(x or 0) for x in m.groups()) if m else None
+
+
+def check_version(found: Any, where: str | Path) -> None:
+    """Refuse what a newer gancli wrote: it may hold what this one would misread. Files without
+    a version (older ones) pass."""
+    if found is None:
+        return
+    mine = _version(__version__)
+    theirs = _version(found) if isinstance(found, str) else None
+    if theirs is None:
+        raise GancliError(f"{where}: unreadable gancli_version {str(found)[:40]!r}: "
+                          f"not a gancli file")
+    if mine is not None and theirs > mine:
+        raise GancliError(f"{where} was written by gancli {found}; this is gancli {__version__}: "
+                          f"upgrade (pip install -U gancli)")
+
+
+def _check_header(path: Path) -> None:
+    """The first 8 bytes of a safetensors file give its header's length: check it is sane and
+    fits the file before safetensors reads (and allocates) it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise GancliError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(head) < 8:
+        raise GancliError(f"{path} is not a readable safetensors file (truncated: {size} "
+                          f"bytes): {_AGAIN}")
+    n = int.from_bytes(head, "little")
+    if n > MAX_HEADER:
+        raise GancliError(f"{path} is not a readable safetensors file (its header claims "
+                          f"{n:,} bytes, more than the {MAX_HEADER // 2 ** 20} MiB gancli "
+                          f"reads): not a gancli checkpoint")
+    if 8 + n > size:
+        raise GancliError(f"{path} is not a readable safetensors file (truncated: its header "
+                          f"needs {8 + n:,} bytes, the file has {size:,}): {_AGAIN}")
+
+
 def read_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's metadata, after checking its header's size and its writer's
+    version. The tensors are neither read nor verified (load_tensors does that)."""
+    path = Path(path)
+    _check_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise GancliError(f"{path} is not a readable safetensors file ({e})") from None
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise GancliError(f"{path} is not a readable safetensors file ({_first(e)}): "
+                          f"{_AGAIN}") from None
+    check_version(meta.get("gancli_version"), path)
+    if len(meta.get("config", "")) > MAX_CONFIG:
+        raise GancliError(f"{path}: its config metadata is {len(meta['config']):,} bytes, more "
+                          f"than the {MAX_CONFIG // 2 ** 20} MiB gancli reads: not a gancli "
+                          f"checkpoint")
+    return meta
+
+
+def read_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file, verified against the checksum gancli's writer
+    stores in the metadata (files without one, from older versions, are taken unverified)."""
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise GancliError(f"{path} is corrupt or truncated ({_first(e)}): {_AGAIN}") from None
+    want = meta.get(DIGEST_KEY)
+    if want is not None and tensor_digest(tensors, meta) != want:
+        raise GancliError(f"{path} is corrupt: its contents do not match the checksum written "
+                          f"with them (a damaged or altered file): {_AGAIN}")
+    return meta, tensors
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, verified (see read_tensors)."""
+    return read_tensors(path)[1]
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a file gancli wrote (state.json, config.json): bounded in size, and
+    refused when a newer gancli wrote it. `what` starts the error line."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON:
+            raise GancliError(f"{what}: {path.name} is {size:,} bytes, more than the "
+                              f"{MAX_JSON // 2 ** 20} MiB gancli reads")
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except GancliError:
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # also bad UTF-8 and bad JSON
+        raise GancliError(f"{what} ({path.name} is missing or corrupt: {_first(e)})") from None
+    if not isinstance(d, dict):
+        raise GancliError(f"{what} ({path.name} does not hold a JSON object)")
+    check_version(d.get("gancli_version"), path)
+    return d
 
 
 def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
@@ -151,38 +291,56 @@ def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
     meta = read_metadata(file)
     if meta.get("format") != FORMAT or "config" not in meta or "model" not in meta:
         raise GancliError(f"{file} is not a gancli generator checkpoint (no gancli metadata)")
-    cfg = Config.from_json(meta["config"])
-    family = get_family(meta["model"])
-    spec = family.latent_spec(cfg)
-    G, _ = family.build(cfg, spec)
+    meta, tensors = read_tensors(file)   # verified before anything in it is believed
     try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError) as e:
-        raise GancliError(f"{file} is corrupt ({e})") from None
+        cfg = Config.from_json(meta["config"])
+        if cfg.model != meta["model"]:
+            raise GancliError(f"its metadata names model {meta['model']!r} but its config "
+                              f"{cfg.model!r}")
+        family = get_family(cfg.model)
+        spec = family.latent_spec(cfg)
+        G, _ = family.build(cfg, spec)
+    except GancliError as e:
+        raise GancliError(f"{file}: {e}") from None
+    except (TypeError, ValueError, KeyError, IndexError) as e:  # a family's own checks missed it
+        raise GancliError(f"{file}: its config cannot build a {cfg.model} ({_first(e)})") from None
     try:
         G.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
         raise GancliError(f"{file} does not match a {meta['model']} built from its own config "
-                          f"({first})") from None
+                          f"({_first(e)})") from None
+    step_text = meta.get("step", "0")
     G.to(device).eval().requires_grad_(False)
-    return LoadedGenerator(G, spec, cfg, int(meta.get("step", 0)), meta.get("ema") == "true", file)
+    return LoadedGenerator(G, spec, cfg, int(step_text) if step_text.isdigit() else 0,
+                           meta.get("ema") == "true", file)
 
 
 def load_training_state(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """state.json and every tensor file of a checkpoint directory, for --resume."""
-    try:
-        state = json.loads((step_dir / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GancliError(f"{step_dir}/state.json is missing or corrupt ({e})") from None
+    """state.json and every tensor file of a checkpoint directory, for --resume: each verified
+    against its checksum, the version checked, and the pieces checked to fit one another (the
+    networks themselves are checked against the model when they are loaded)."""
+    cannot = f"cannot resume from {step_dir}"
+    state = read_json_file(step_dir / "state.json", cannot)
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise GancliError(f"{cannot}: state.json has no valid step ({str(step)[:40]!r})")
+    opts = state.get("optimizers")
+    if not (isinstance(opts, dict) and all(isinstance(opts.get(k), dict)
+                                           for k in ("optimizer_g", "optimizer_d"))):
+        raise GancliError(f"{cannot}: state.json has no optimizer settings")
     tensors = {}
     for name in ("generator", "generator_ema", "discriminator", "optimizer_g", "optimizer_d"):
         f = step_dir / f"{name}.safetensors"
         if f.is_file():
-            try:
-                tensors[name] = load_file(str(f))
-            except (SafetensorError, OSError) as e:
-                raise GancliError(f"{f} is corrupt ({e})") from None
+            tensors[name] = load_tensors(f)
+        elif name != "generator_ema":
+            raise GancliError(f"{cannot}: it has no {f.name} (an incomplete checkpoint): "
+                              f"resume from another one, or start a new run")
+    if "generator_ema" in tensors:
+        shapes = {k: tuple(v.shape) for k, v in tensors["generator"].items()}
+        if {k: tuple(v.shape) for k, v in tensors["generator_ema"].items()} != shapes:
+            raise GancliError(f"{cannot}: generator_ema.safetensors does not match "
+                              f"generator.safetensors (another model's file?)")
     return state, tensors
 
 
@@ -192,8 +350,8 @@ def write_run_config(run_dir: Path, cfg: Config) -> None:
 
 def read_run_config(run_dir: Path) -> Config:
     f = run_dir / "config.json"
+    d = read_json_file(f, f"{run_dir} is not a gancli run")
     try:
-        d = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GancliError(f"{run_dir} is not a gancli run ({f.name}: {e})") from None
-    return Config.from_dict(d.get("config", {}))
+        return Config.from_dict(d.get("config", {}))
+    except GancliError as e:
+        raise GancliError(f"{f}: {e}") from None

@@ -1,4 +1,8 @@
-"""The gancli command line: parse, call, print. A user error is one line on stderr and exit 2."""
+"""The gancli command line: parse, call, print. A user error is one line on stderr and exit 2.
+
+Every error, a user's or gancli's own, is one line on stderr and a non-zero exit, never a
+traceback, unless `gancli --debug ...` (or GANCLI_DEBUG=1) asks for the traceback, for bug reports.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gancli import __version__
 from gancli.errors import GancliError
@@ -22,23 +28,95 @@ err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_debug_flag = False
+
+
+def debugging() -> bool:
+    """--debug on the command line, or GANCLI_DEBUG set to anything but 0/false/no."""
+    env = os.environ.get("GANCLI_DEBUG", "").strip().lower()
+    return _debug_flag or env not in ("", "0", "false", "no")
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text.lower()
+                                            or "can't allocate memory" in text
+                                            or "DefaultCPUAllocator" in text)
+
+
+def explain(e: Exception) -> tuple[int, str]:
+    """(exit status, one line) for an error that reached the command line."""
+    if isinstance(e, GancliError):
+        return getattr(e, "exit_code", 2), str(e)
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    if _is_out_of_memory(e):
+        return 2, (f"out of memory ({first}): ask for less (a smaller --n, --rows, --steps or "
+                   f"--batch-size), or use a machine with more memory")
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return 2, f"{where}{e.strerror or first}"
+    return 1, (f"internal error: {type(e).__name__}: {first} (a gancli bug: rerun with --debug "
+               f"for the traceback and report it)")
+
+
+def say_error(message: str, label: str = "error") -> None:
+    # One line whatever the message holds (newlines, rich markup characters in a path).
+    line = " ".join(message.split("\n")).replace("\r", " ")
+    if label:
+        err.print(f"[bold red]{label}:[/] {escape(line)}", soft_wrap=True)
+    else:   # a stop the user asked for (Ctrl-C while training) is not an error
+        err.print(f"[bold yellow]{escape(line)}[/]", soft_wrap=True)
+
+
 def friendly(fn: F) -> F:
-    """Turn a GancliError (a user error) into one line on stderr and exit status 2."""
+    """Turn any error into one line on stderr and a non-zero exit: a GancliError (a user error)
+    into its message and exit 2, anything else into a line that says it is a bug (exit 1).
+    With --debug (or GANCLI_DEBUG=1) the error is raised again, so its traceback shows."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except GancliError as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own ending and usage errors
         except KeyboardInterrupt:
+            if debugging():
+                raise
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except Exception as e:
+            if debugging():
+                raise
+            code, message = explain(e)
+            if not getattr(e, "quiet", False):  # another process of the run says it
+                say_error(message, getattr(e, "label", "error"))
+            raise typer.Exit(code) from None
     return wrapper  # type: ignore[return-value]
 
 
 def wrote(path: Path | str, what: str = "") -> None:
-    out.print(f"wrote {path}" + (f"  ({what})" if what else ""), soft_wrap=True)
+    out.print(escape(f"wrote {path}" + (f"  ({what})" if what else "")), soft_wrap=True)
+
+
+OVERWRITE_HELP = ("Replace an --out that exists (a file, or a whole directory). Default outputs "
+                  "inside the run directory are gancli's own and are always replaced.")
+
+
+def check_outputs(*targets: tuple[Path, bool], overwrite: bool) -> None:
+    """Check every output of a command before any image is made: (path, is a directory)."""
+    from gancli.files import check_target
+
+    for path, directory in targets:
+        check_target(path, directory=directory, overwrite=overwrite)
+
+
+def default_output(run_dir: Path, folder: str, name: str) -> Path:
+    """A default output inside the run: the name is built from codes and seeds, some read from
+    the checkpoint, so it must stay one plain file name inside `folder`."""
+    from gancli.files import safe_name
+
+    return run_dir / folder / safe_name(name, "output name")
 
 
 def run_root(path: Path) -> Path:
@@ -59,8 +137,13 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def root(version: bool = typer.Option(False, "--version", callback=version_callback,
-                                      is_eager=True, help="Print the version and exit.")) -> None:
+                                      is_eager=True, help="Print the version and exit."),
+         debug: bool = typer.Option(False, "--debug",
+                                    help="On an error, show the full Python traceback (for bug "
+                                         "reports); also GANCLI_DEBUG=1.")) -> None:
     """gancli: GANs you can train, look inside and measure."""
+    global _debug_flag
+    _debug_flag = debug
 
 
 # ---------------------------------------------------------------------------- train
@@ -144,8 +227,17 @@ def _fixed(spec, latents, codes: list[str] | None, option: str = "--code"):
 
     for name, value in parse_assignments(codes, option):
         spec.check_name(name)
-        latents = spec.fix(latents, name, spec.parse_value(name, value))
+        latents = spec.fix(latents, name, spec.parse_value(name, value, option))
     return latents
+
+
+def _sample_kind(target: Path) -> str:
+    suffix = target.suffix.lower()
+    if suffix in (".png", ".npz"):
+        return suffix[1:]
+    if suffix:
+        raise GancliError(f"--out {target}: use a .png (grid), a .npz, or a directory")
+    return "dir"
 
 
 @app.command()
@@ -158,6 +250,7 @@ def sample(
     label: Optional[int] = typer.Option(None, "--label", help="Conditional models: the class to draw (same as --code label=N)."),
     per_class: bool = typer.Option(False, "--per-class", help="Conditional models: one class per row."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="a .png grid, a .npz, or a directory of PNG files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
     step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
@@ -168,45 +261,63 @@ def sample(
 
     import torch
 
-    from gancli.generate import generate, save_npz
-    from gancli.viz import save_grid, save_images
+    from gancli.generate import (MAX_FILES, check_count, check_memory, check_seed, generate,
+                                 generate_batches, image_bytes, latent_bytes, save_npz)
+    from gancli.viz import MAX_COLUMNS, check_picture, save_grid, write_image_batches
 
-    if n <= 0:
-        raise GancliError(f"--n must be positive, got {n}")
+    check_count(n, "--n", at_most=MAX_FILES)
+    if nrow is not None:
+        check_count(nrow, "--nrow", at_most=MAX_COLUMNS)
+    check_seed(seed)
+    explicit = Path(out_path) if out_path else None
+    kind = _sample_kind(explicit) if explicit else "png"
+    if explicit:  # fail fast: before the checkpoint is even read
+        check_outputs((explicit, kind == "dir"), overwrite=overwrite)
     g, dev = _load(run, ema, step, device)
-    spec = g.spec
+    spec, data = g.spec, g.config.data
+    lc = spec.label_code
+    if per_class and lc is None:
+        raise GancliError(f"--per-class needs a conditional model; {g.config.model} has no labels")
+    if label is not None and lc is None:
+        raise GancliError(f"--label needs a conditional model; {g.config.model} has no labels")
+    cols = max(1, n // lc.size) if per_class else 0
+    count = lc.size * cols if per_class else n
+    row = nrow or cols or max(1, int(math.ceil(math.sqrt(count))))
+    fewer = "a smaller --n"
+    if kind == "png":
+        check_picture(count, row, data.image_size, f"{fewer}, or --out DIR (one file per image)")
+    elif kind == "npz":
+        check_memory(image_bytes(count, data.channels, data.image_size)
+                     + latent_bytes(spec, count), f"{count:,} images and their latents",
+                     f"{fewer}, or --out DIR (streamed, one file per image)")
+    else:
+        check_memory(latent_bytes(spec, count), f"the latents of {count:,} images", fewer)
+    target = explicit or default_output(run_root(g.path), "samples",
+                                        f"sample-seed{seed}-n{count}.png")
+    if not explicit:
+        check_outputs((target, False), overwrite=True)
+
     gen = torch.Generator().manual_seed(seed)
-    row = nrow
     if per_class:
-        lc = spec.label_code
-        if lc is None:
-            raise GancliError(f"--per-class needs a conditional model; {g.config.model} has no labels")
-        cols = max(1, n // lc.size)
         latents = spec.traversal(lc.name, cols, torch.arange(lc.size), gen)
         # traversal is row-major over noise draws; transpose so each row is one class
         order = torch.arange(lc.size * cols).view(cols, lc.size).t().reshape(-1)
         latents = {k: v[order] for k, v in latents.items()}
-        row = row or cols
     else:
         latents = spec.sample(n, gen)
     codes = list(code or [])
     if label is not None:
-        if spec.label_code is None:
-            raise GancliError(f"--label needs a conditional model; {g.config.model} has no labels")
-        codes.append(f"{spec.label_code.name}={label}")
+        codes.append(f"{lc.name}={label}")
     latents = _fixed(spec, latents, codes)
+    if kind == "dir":  # streamed: one batch of images in memory at a time
+        written = write_image_batches(generate_batches(g.generator, latents, dev), target)
+        wrote(target, f"{written} PNG files")
+        return
     images = generate(g.generator, latents, dev)
-    target = Path(out_path) if out_path else run_root(g.path) / "samples" / f"sample-seed{seed}-n{len(images)}.png"
-    if target.suffix.lower() == ".npz":
+    if kind == "npz":
         wrote(save_npz(target, images, latents), f"{len(images)} images + latents")
-    elif target.suffix.lower() == ".png":
-        wrote(save_grid(images, target, nrow=row or max(1, int(math.ceil(math.sqrt(len(images)))))),
-              f"grid of {len(images)}")
     else:
-        if target.suffix:
-            raise GancliError(f"--out {target}: use a .png (grid), a .npz, or a directory")
-        save_images(images, target)
-        wrote(target, f"{len(images)} PNG files")
+        wrote(save_grid(images, target, nrow=row), f"grid of {len(images)}")
 
 
 # ---------------------------------------------------------------------------- traverse
@@ -224,6 +335,7 @@ def traverse(
     seed: int = typer.Option(0, "--seed"),
     gif: bool = typer.Option(False, "--gif", help="Also write an animation, one frame per value."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (default: inside the run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ema: bool = typer.Option(True, "--ema/--no-ema"),
     step: Optional[int] = typer.Option(None, "--step"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -231,22 +343,33 @@ def traverse(
     """Vary one code and hold the rest: rows are noise draws, columns the code's values."""
     import torch
 
-    from gancli.generate import generate
-    from gancli.viz import column_frames, save_gif, save_grid
+    from gancli.generate import check_count, check_seed, generate
+    from gancli.viz import (MAX_COLUMNS, MAX_PICTURE_IMAGES, check_picture, column_frames,
+                            save_gif, save_grid)
 
-    if rows <= 0:
-        raise GancliError(f"--rows must be positive, got {rows}")
+    check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
+    check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
+    check_seed(seed)
+    explicit = Path(out_path) if out_path else None
+    if explicit:
+        if explicit.suffix.lower() != ".png":
+            raise GancliError(f"--out {explicit}: traverse writes a .png")
+        check_outputs((explicit, False), *([(explicit.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=overwrite)
     g, dev = _load(run, ema, step, device)
     spec = g.spec
     spec.check_name(code)
     values = spec.traversal_values(code, steps, value_range)
+    fewer = "fewer --rows or --steps"
+    check_picture(rows * len(values), len(values), g.config.data.image_size, fewer)
+    target = explicit or default_output(run_root(g.path), "traversals", f"{code}-seed{seed}.png")
+    if not explicit:
+        check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=True)
     latents = spec.traversal(code, rows, values, torch.Generator().manual_seed(seed))
     latents = _fixed(spec, latents, fix, "--fix")
     latents = spec.fix(latents, code, values.repeat(rows))  # --fix must not override the walk
     images = generate(g.generator, latents, dev)
-    target = Path(out_path) if out_path else run_root(g.path) / "traversals" / f"{code}-seed{seed}.png"
-    if target.suffix.lower() != ".png":
-        raise GancliError(f"--out {target}: traverse writes a .png")
     wrote(save_grid(images, target, nrow=len(values)),
           f"{rows} rows x {len(values)} values of {code}: "
           + ", ".join(f"{v:g}" for v in values.tolist()))
@@ -290,12 +413,20 @@ def _seed_pairs(seeds: list[str] | None, rows: Optional[int]) -> list[tuple[int,
             pairs.append((int(parts[0]), int(parts[1])))
         except ValueError:
             raise GancliError(f"--seeds expects A,B (two integers, e.g. 3,7), got '{item}'") from None
+    from gancli.generate import check_count, check_seed
+    from gancli.viz import MAX_PICTURE_IMAGES
+
+    span = 1
     if rows is not None:
-        if rows <= 0:
-            raise GancliError(f"--rows must be positive, got {rows}")
+        check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
         if len(pairs) > 1:
             raise GancliError("--rows goes with a single --seeds A,B; with several --seeds, "
                               "each pair is one row")
+        span = rows
+    for a, b in pairs:  # rows walk seeds A..A+R-1 and B..B+R-1
+        check_seed(a, "--seeds (each seed)", span)
+        check_seed(b, "--seeds (each seed)", span)
+    if rows is not None:
         a, b = pairs[0]
         pairs = [(a + r, b + r) for r in range(rows)]
     return pairs
@@ -313,6 +444,7 @@ def interpolate(
     fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold a code at a value along the whole walk: NAME=VALUE (repeatable), e.g. label=3."),
     gif: bool = typer.Option(False, "--gif", help="Also write an animation beside the output, one frame per step."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (one row per pair) or .npz (images + latents); default <run>/interpolations/seedA-seedB-METHOD.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
     step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
@@ -320,23 +452,44 @@ def interpolate(
     """Walk the latent space from one seed's draw to another's: a strip per pair of seeds."""
     import torch
 
-    from gancli.generate import generate, save_npz
+    from gancli.generate import (check_count, check_memory, generate, image_bytes, latent_bytes,
+                                 save_npz)
     from gancli.latent import interpolate as walk_between
-    from gancli.viz import column_frames, save_gif, save_grid
+    from gancli.viz import MAX_COLUMNS, check_picture, column_frames, save_gif, save_grid
 
     if method not in ("slerp", "lerp"):
         raise GancliError(f"--method must be slerp or lerp, got '{method}'")
-    if steps < 2:
-        raise GancliError(f"--steps must be at least 2, got {steps}")
+    check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
     pairs = _seed_pairs(seeds, rows)
+    explicit = Path(out_path) if out_path else None
+    if explicit:
+        if explicit.suffix.lower() not in (".png", ".npz"):
+            raise GancliError(f"--out {explicit}: interpolate writes a .png or a .npz")
+        check_outputs((explicit, False), *([(explicit.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=overwrite)
     g, dev = _load(run, ema, step, device)
-    spec = g.spec
+    spec, data = g.spec, g.config.data
     walk = tuple(code or [])
     for name in walk:
         if spec.z_index(name) is not None:
             raise GancliError(f"--code {name}: the noise always walks; --code names a code to walk "
                               f"too: {', '.join(spec.names()) or 'this model has none'}")
         spec.check_name(name)
+    count = len(pairs) * steps
+    fewer = "fewer --steps or rows"
+    if explicit is not None and explicit.suffix.lower() == ".npz":
+        check_memory(image_bytes(count, data.channels, data.image_size)
+                     + latent_bytes(spec, count), f"{count:,} images and their latents", fewer)
+        if gif:  # each frame: one column of the sheet
+            check_picture(len(pairs), 1, data.image_size, fewer)
+    else:
+        check_picture(count, steps, data.image_size, fewer)
+    a, b = pairs[0]
+    name = f"seed{a}-seed{b}-{method}" + (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
+    target = explicit or default_output(run_root(g.path), "interpolations", f"{name}.png")
+    if not explicit:
+        check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=True)
 
     def draws(which: int) -> dict:
         # The same draw as `sample --n 1 --seed S`, one row per pair.
@@ -345,17 +498,12 @@ def interpolate(
 
     latents = walk_between(spec, draws(0), draws(1), steps, method, walk)
     images = generate(g.generator, latents, dev)
-    a, b = pairs[0]
-    name = f"seed{a}-seed{b}-{method}" + (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
-    target = Path(out_path) if out_path else run_root(g.path) / "interpolations" / f"{name}.png"
     what = (f"{len(pairs)} row{'s' if len(pairs) > 1 else ''} x {steps} steps, {method}: seeds "
             + ", ".join(f"{p}->{q}" for p, q in pairs))
     if target.suffix.lower() == ".npz":
         wrote(save_npz(target, images, latents), what)
-    elif target.suffix.lower() == ".png":
-        wrote(save_grid(images, target, nrow=steps), what)
     else:
-        raise GancliError(f"--out {target}: interpolate writes a .png or a .npz")
+        wrote(save_grid(images, target, nrow=steps), what)
     if gif:
         wrote(save_gif(column_frames(images, len(pairs), steps), target.with_suffix(".gif")),
               "animation")
@@ -425,11 +573,15 @@ def fid(
     from gancli import metrics as M
     from gancli.generate import pick_device
 
+    from gancli.generate import (MAX_BATCH, MAX_METRIC_SAMPLES, check_count, check_memory,
+                                 check_seed, latent_bytes)
+
     wanted = M.parse_metrics(metrics)
-    if n <= 1:
-        raise GancliError(f"--n must be at least 2, got {n}")
-    if batch_size <= 0:
-        raise GancliError(f"--batch-size must be positive, got {batch_size}")
+    check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
+    check_count(batch_size, "--batch-size", at_most=MAX_BATCH)
+    if ref_n is not None:
+        check_count(ref_n, "--ref-n", at_least=2, at_most=MAX_METRIC_SAMPLES)
+    check_seed(seed)
     src = Path(source)
     if not src.exists():
         raise GancliError(f"no such run, checkpoint, file or folder: {source}")
@@ -437,6 +589,8 @@ def fid(
     loaded = None
     if _is_generator_path(src):
         loaded, dev = _load(source, ema, step, device)
+        # torch-fidelity pulls images batch by batch; the latents are drawn up front
+        check_memory(latent_bytes(loaded.spec, n), f"the latents of {n:,} images", "a smaller --n")
         input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed)
         count = n
     else:
@@ -492,13 +646,19 @@ def score(
 ) -> None:
     """Judge samples with the recipe classifier: code accuracy, label agreement, mode coverage."""
     from gancli.classifier import load_or_train
+    from gancli.generate import (MAX_METRIC_SAMPLES, check_count, check_memory, check_seed,
+                                 image_bytes, latent_bytes)
     from gancli.score import check_labelled, score_generator
 
-    if n < 2:
-        raise GancliError(f"--n must be at least 2, got {n}")
+    check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
+    check_seed(seed)
     say = (lambda s: err.print(s, soft_wrap=True)) if json_out else \
         (lambda s: out.print(s, soft_wrap=True))
     g, dev = _load(run, ema, step, device)
+    data = g.config.data
+    # score holds every image it judges at once
+    check_memory(image_bytes(n, data.channels, data.image_size) + latent_bytes(g.spec, n),
+                 f"{n:,} images and their latents", "a smaller --n")
     check_labelled(g.config.data)
     clf, info = load_or_train(g.config.data, dev, progress=say)
     say(f"classifier: test accuracy {info['accuracy']:.4f} on {info['test_name']}"

@@ -1,8 +1,15 @@
-"""Running a loaded generator: batches of latents in, uint8 images out, the same on every call."""
+"""Running a loaded generator: batches of latents in, uint8 images out, the same on every call.
+
+Limits (README "Limits"), checked before any image is made: what a command holds in memory at
+once (the images of a .npz or of `score`, the latents drawn up front) is at most MAX_ARRAY_BYTES;
+`sample --out DIR` streams at most MAX_FILES images, BATCH at a time; `fid` and `score` take at
+most MAX_METRIC_SAMPLES. Pictures have their own limits in gancli.viz.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -11,7 +18,14 @@ from torch import nn
 from gancli.data import to_uint8
 from gancli.errors import GancliError
 from gancli.files import atomic_path
-from gancli.latent import Latents
+from gancli.latent import Latents, LatentSpec
+
+MAX_ARRAY_BYTES = 2 * 2 ** 30    # 2 GiB: images or latents held at once
+MAX_FILES = 1_000_000            # images one `sample --out DIR` writes
+MAX_METRIC_SAMPLES = 100_000     # fid/score --n (twice the 50,000 of published FIDs)
+MAX_BATCH = 4_096                # --batch-size
+MAX_SEED = 2 ** 32 - 1           # the range every random generator involved accepts
+BATCH = 256                      # images generated (and written) at a time
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -26,16 +40,61 @@ def pick_device(name: str | None) -> torch.device:
     return dev
 
 
-@torch.no_grad()
+# ---------------------------------------------------------------------- checks on numbers
+
+
+def check_count(value: int, option: str, *, at_least: int = 1, at_most: int | None = None,
+                why: str = "") -> int:
+    """An integer option within [at_least, at_most], or one line naming the option and range."""
+    if value < at_least:
+        want = "positive" if at_least == 1 else f"at least {at_least}"
+        raise GancliError(f"{option} must be {want}, got {value}")
+    if at_most is not None and value > at_most:
+        raise GancliError(f"{option} must be at most {at_most:,}{why}, got {value:,}")
+    return value
+
+
+def check_seed(seed: int, option: str = "--seed", span: int = 1) -> int:
+    """A seed (and the `span - 1` seeds after it) that every random generator accepts."""
+    if not 0 <= seed or seed + span - 1 > MAX_SEED:
+        raise GancliError(f"{option} must be between 0 and {MAX_SEED - span + 1}, got {seed}")
+    return seed
+
+
+def latent_bytes(spec: LatentSpec, n: int) -> int:
+    """Bytes that n latents take: float32 noise and continuous codes, int64 categorical ones."""
+    per = 4 * spec.noise_dim + sum(8 if c.categorical else 4 for c in spec.codes)
+    return n * per
+
+
+def check_memory(nbytes: int, what: str, fewer: str) -> None:
+    if nbytes > MAX_ARRAY_BYTES:
+        raise GancliError(f"{what} would take {nbytes / 2 ** 30:.1f} GiB, more than the "
+                          f"{MAX_ARRAY_BYTES // 2 ** 30} GiB gancli holds at once: ask for {fewer}")
+
+
+def image_bytes(n: int, channels: int, image_size: int) -> int:
+    return n * channels * image_size * image_size
+
+
+# ---------------------------------------------------------------------- running G
+
+
+def generate_batches(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
+                     batch_size: int = BATCH) -> Iterator[torch.Tensor]:
+    """uint8 images, `batch_size` at a time, on the CPU: memory holds one batch."""
+    n = latents["z"].shape[0]
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            chunk = {k: v[i: i + batch_size].to(device) for k, v in latents.items()}
+            yield to_uint8(G(chunk)).cpu()
+
+
 def generate(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
-             batch_size: int = 256) -> torch.Tensor:
+             batch_size: int = BATCH) -> torch.Tensor:
     """uint8 N x C x H x W images on the CPU. The generator is in eval mode, so each image depends
     only on its own latents: batching never changes a result."""
-    n = latents["z"].shape[0]
-    out = []
-    for i in range(0, n, batch_size):
-        chunk = {k: v[i: i + batch_size].to(device) for k, v in latents.items()}
-        out.append(to_uint8(G(chunk)).cpu())
+    out = list(generate_batches(G, latents, device, batch_size))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
 
 
@@ -57,6 +116,6 @@ def parse_assignments(items: list[str] | None, option: str = "--code") -> list[t
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise GancliError(f"{option} expects NAME=VALUE (e.g. c1=3), got '{item}'")
+            raise GancliError(f"{option} expects NAME=VALUE (e.g. c1=3), got {item!r}")
         out.append((name.strip(), value.strip()))
     return out

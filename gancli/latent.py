@@ -19,7 +19,15 @@ import torch
 from gancli.errors import GancliError
 
 Latents = dict[str, torch.Tensor]
-_Z_NAME = re.compile(r"^z(\d+)$")
+_Z_NAME = re.compile(r"z([0-9]+)")
+MAX_VALUE = 1e4      # largest |value| a continuous code or noise dimension may be set to
+
+
+def check_value(value: float, what: str) -> float:
+    """A value for a continuous code or noise dimension: finite and within +-MAX_VALUE."""
+    if not math.isfinite(value) or abs(value) > MAX_VALUE:
+        raise GancliError(f"{what}: values must be finite numbers within +-{MAX_VALUE:g}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,11 @@ class LatentSpec:
         return f"{c.name} (continuous, {c.low:g}..{c.high:g})"
 
     def z_index(self, name: str) -> int | None:
-        m = _Z_NAME.match(name)
+        m = _Z_NAME.fullmatch(name)
         if not m:
             return None
-        i = int(m.group(1))
+        digits = m.group(1)
+        i = int(digits) if len(digits) <= 18 else self.noise_dim  # (no 4,300-digit int parse)
         if i >= self.noise_dim:
             raise GancliError(f"'{name}' is out of range: the noise has {self.noise_dim} "
                               f"dimensions (z0..z{self.noise_dim - 1})")
@@ -103,19 +112,21 @@ class LatentSpec:
             out[self.label_code.name] = labels.to(out["z"].device, torch.int64)
         return out
 
-    def parse_value(self, name: str, text: str) -> float | int:
-        """Turn a CLI value for a code into a number, checking it fits the code."""
+    def parse_value(self, name: str, text: str, option: str = "--code") -> float | int:
+        """Turn a CLI value for a code into a number, checking it fits the code: a categorical
+        code takes one of its values; a continuous code or noise dimension any finite number
+        within +-MAX_VALUE (far past any training range, short of float32's overflow)."""
         try:
             value = float(text)
         except ValueError:
-            raise GancliError(f"--code {name}={text}: '{text}' is not a number") from None
-        if self.z_index(name) is not None:
-            return value
-        c = self.code(name)
-        if c.categorical:
-            if value != int(value) or not 0 <= value < c.size:
-                raise GancliError(f"--code {name}={text}: {name} takes integers 0..{c.size - 1}")
+            raise GancliError(f"{option} {name}={text}: {text!r} is not a number") from None
+        if self.z_index(name) is None and self.code(name).categorical:
+            c = self.code(name)
+            if not math.isfinite(value) or value != int(value) or not 0 <= value < c.size:
+                raise GancliError(f"{option} {name}={text}: {name} takes integers "
+                                  f"0..{c.size - 1}")
             return int(value)
+        check_value(value, f"{option} {name}={text}")
         return value
 
     def fix(self, latents: Latents, name: str, value: float | int | torch.Tensor) -> Latents:
@@ -143,8 +154,13 @@ class LatentSpec:
             raise GancliError(f"--steps must be at least 2, got {steps}")
         if self.z_index(name) is None and self.code(name).categorical:
             return torch.arange(self.code(name).size)
-        lo, hi = value_range
-        return torch.linspace(float(lo), float(hi), steps)
+        lo, hi = (float(v) for v in value_range)
+        check_value(lo, f"--range {lo:g} {hi:g}")
+        check_value(hi, f"--range {lo:g} {hi:g}")
+        if not lo < hi:
+            raise GancliError(f"--range {lo:g} {hi:g}: the start must be below the end "
+                              f"(e.g. --range -2 2)")
+        return torch.linspace(lo, hi, steps)
 
     def traversal(self, name: str, rows: int, values: torch.Tensor,
                   generator: torch.Generator | None = None) -> Latents:

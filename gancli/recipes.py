@@ -7,12 +7,15 @@ written to the run directory and into every generator checkpoint's metadata.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import sys
+import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,20 +91,90 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """A config read back from a file (a run's config.json, a checkpoint's metadata): only
+        known keys, each of its field's type, every value in range; else one GancliError."""
+        bad = "not a gancli config"
+        if not isinstance(d, Mapping):
+            raise GancliError(f"{bad} (expected a JSON object, got {type(d).__name__})")
+        for key, kind in (("model", str), ("recipe", str), ("data", Mapping), ("train", Mapping)):
+            if not isinstance(d.get(key), kind):
+                raise GancliError(f"{bad} (missing or bad field '{key}')")
+        if not isinstance(d.get("model_args", {}), Mapping):
+            raise GancliError(f"{bad} (model_args must be an object)")
+        data_d = check_types(DataConfig, {k: v for k, v in d["data"].items() if k in DATA_KEYS},
+                             f"{bad}: data.")
+        train_d = check_types(TrainConfig,
+                              {k: v for k, v in d["train"].items() if k in TRAIN_KEYS},
+                              f"{bad}: train.")
         try:
-            data = DataConfig(**{k: v for k, v in d["data"].items() if k in DATA_KEYS})
-            train = TrainConfig(**{k: v for k, v in d["train"].items() if k in TRAIN_KEYS})
-            return cls(model=d["model"], recipe=d["recipe"], data=data, train=train,
-                       model_args=dict(d.get("model_args", {})))
-        except (KeyError, TypeError) as e:
-            raise GancliError(f"not a gancli config (missing or bad field: {e})") from None
+            data = DataConfig(**data_d)
+            train = TrainConfig(**train_d)
+        except TypeError as e:
+            raise GancliError(f"{bad} (missing or bad field: {e})") from None
+        cfg = cls(model=d["model"], recipe=d["recipe"], data=data, train=train,
+                  model_args=dict(d.get("model_args", {})))
+        try:
+            validate(cfg)
+        except GancliError as e:
+            raise GancliError(f"{bad} that gancli can use: {e}") from None
+        return cfg
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise GancliError(f"not a gancli config (bad JSON: {e})") from None
+            d = json.loads(text)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, 4,300-digit ints, nesting
+            raise GancliError(f"not a gancli config (bad JSON: {str(e)[:80]})") from None
+        return cls.from_dict(d)
+
+
+# ---------------------------------------------------------------------- types of fields
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """Each field's allowed types, from its annotation: `int` -> (int,), `X | None` -> (X, None)."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        out[name] = tuple(typing.get_args(tp)) or (tp,)
+    return out
+
+
+def check_types(cls: type, values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """`values` for dataclass `cls`, each checked against its field's annotation (an int field
+    takes no bool or float; a float field takes an int, made a float; `X | None` takes None).
+    Unknown keys pass through (callers decide). One line naming the key, else."""
+    types = _field_types(cls)
+    out = {}
+    for k, v in values.items():
+        allowed = types.get(k)
+        if allowed is None:
+            out[k] = v
+        elif v is None and type(None) in allowed:
+            out[k] = None
+        elif isinstance(v, bool):
+            if bool not in allowed:
+                break
+            out[k] = v
+        elif isinstance(v, int) and int in allowed:
+            out[k] = v
+        elif isinstance(v, (int, float)) and float in allowed:
+            out[k] = float(v)
+        elif isinstance(v, str) and str in allowed:
+            out[k] = v
+        else:
+            break
+    else:
+        return out
+    want = " or ".join(_TYPE_WORDS[t] for t in allowed if t in _TYPE_WORDS)
+    raise GancliError(f"{where}{k} must be {want}, got {_shown(v)}")
 
 
 def builtin_recipes() -> list[str]:
@@ -116,7 +189,11 @@ def read_recipe(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if name_or_path.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise GancliError(f"recipe file not found: {name_or_path}")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except (OSError, UnicodeDecodeError) as e:
+            raise GancliError(f"cannot read recipe {name_or_path}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
     else:
         res = resources.files("gancli._recipes") / f"{name_or_path}.toml"
         if not res.is_file():
@@ -139,9 +216,24 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
     name, raw = read_recipe(recipe or DEFAULT_RECIPE)
     if "data" not in raw:
         raise GancliError(f"recipe '{name}' has no [data] section")
+    unknown = sorted(set(raw) - {"description", "data", "train", "models"})
+    if unknown:
+        raise GancliError(f"recipe '{name}': unknown section{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} (a recipe has description, [data], [train] "
+                          f"and [models.<family>])")
+    for section, table in (("data", raw["data"]), ("train", raw.get("train", {})),
+                           ("models", raw.get("models", {})),
+                           (f"models.{model}", raw.get("models", {}).get(model, {})
+                            if isinstance(raw.get("models", {}), dict) else {})):
+        if not isinstance(table, dict):
+            raise GancliError(f"recipe '{name}': [{section}] must be a table of settings, "
+                              f"got {_shown(table)}")
     unknown = set(raw["data"]) - DATA_KEYS
     if unknown:
         raise GancliError(f"recipe '{name}': unknown [data] keys {sorted(unknown)}")
+    missing = [k for k in ("source", "image_size", "channels") if k not in raw["data"]]
+    if missing:
+        raise GancliError(f"recipe '{name}': [data] needs {', '.join(missing)}")
     data_d = dict(raw["data"])
     data_d.update({k: v for k, v in (data_overrides or {}).items() if v is not None})
 
@@ -159,33 +251,82 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
     elif ov.get("epochs") is not None:
         train_d["steps"] = None
     train_d.update(ov)
+    data_d = check_types(DataConfig, data_d, f"recipe '{name}': [data] ")
+    train_d = check_types(TrainConfig, train_d, f"recipe '{name}': ")
     try:
         cfg = Config(model=model, recipe=name, data=DataConfig(**data_d),
                      train=TrainConfig(**train_d), model_args=model_args)
     except TypeError as e:
         raise GancliError(f"recipe '{name}': {e}") from None
     validate(cfg)
+    check_model_args(cfg)
     return cfg
+
+
+def check_model_args(cfg: Config) -> None:
+    """Let the model family judge its settings (types, ranges, unknown keys) now, not when the
+    run starts. Imported late: the families pull in torch, which recipes does not need."""
+    from gancli.models import get_family
+
+    try:
+        get_family(cfg.model).latent_spec(cfg)
+    except (TypeError, ValueError, KeyError) as e:
+        raise GancliError(f"recipe '{cfg.recipe}': bad [models.{cfg.model}] settings "
+                          f"({str(e)[:80]})") from None
+
+
+class Range(NamedTuple):
+    lo: float
+    hi: float
+    lo_open: bool = False   # lo itself is not allowed
+    hi_open: bool = False
+
+
+# The numbers a run may use. Past these no run is sane, and some would allocate without end.
+TRAIN_RANGES = {
+    "batch_size": Range(1, 65_536), "steps": Range(1, 10 ** 9), "epochs": Range(0, 1e6, True),
+    "lr_g": Range(0, 10, True), "lr_d": Range(0, 10, True),
+    "beta1": Range(0, 1, hi_open=True), "beta2": Range(0, 1, hi_open=True),
+    "g_steps": Range(1, 100), "seed": Range(0, 2 ** 31 - 1),
+    "ema_decay": Range(0, 1, hi_open=True),
+    "log_every": Range(1, 10 ** 9), "sample_every": Range(1, 10 ** 9),
+    "checkpoint_every": Range(1, 10 ** 9), "eval_every": Range(0, 10 ** 9),
+    "eval_samples": Range(1, 100_000),
+}
+DATA_RANGES = {
+    "image_size": Range(1, 1024), "num_classes": Range(0, 100_000),
+    "limit": Range(1, 10 ** 12), "crop": Range(1, 16_384),
+}
+_FLAGS = {"steps", "epochs", "batch_size", "lr_g", "lr_d", "g_steps", "seed", "ema_decay",
+          "log_every", "sample_every", "checkpoint_every", "eval_every"}
+
+
+def _check_range(name: str, v: Any, r: Range) -> None:
+    if v is None:
+        return
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise GancliError(f"{name} must be a finite number, got {_shown(v)}")
+    if v < r.lo or (r.lo_open and v == r.lo):
+        if r.lo in (0, 1) and (r.lo_open or r.lo == 1):
+            raise GancliError(f"{name} must be positive, got {v}")
+        raise GancliError(f"{name} must be at least {r.lo:g}, got {v}")
+    if v > r.hi or (r.hi_open and v == r.hi):
+        if r.hi_open:
+            raise GancliError(f"{name} must be in [{r.lo:g}, {r.hi:g}), got {v}")
+        raise GancliError(f"{name} must be at most {r.hi:,}, got {v}")
 
 
 def validate(cfg: Config) -> None:
     """Reject values no run could use, with one line naming the value."""
     t, d = cfg.train, cfg.data
-    positive = {"batch_size": t.batch_size, "lr_g": t.lr_g, "lr_d": t.lr_d, "g_steps": t.g_steps,
-                "log_every": t.log_every, "sample_every": t.sample_every,
-                "checkpoint_every": t.checkpoint_every, "image_size": d.image_size,
-                "channels": d.channels, "eval_samples": t.eval_samples}
-    for k, v in positive.items():
-        if not isinstance(v, (int, float)) or v <= 0:
-            raise GancliError(f"--{k.replace('_', '-')} must be positive, got {v!r}")
+    for k, r in TRAIN_RANGES.items():
+        _check_range(f"--{k.replace('_', '-')}" if k in _FLAGS else f"train.{k}", getattr(t, k), r)
+    for k, r in DATA_RANGES.items():
+        _check_range("--limit" if k == "limit" else f"data.{k}", getattr(d, k), r)
+    if d.channels not in (1, 3) or isinstance(d.channels, bool):
+        raise GancliError(f"data.channels must be 1 (grey) or 3 (RGB), got {_shown(d.channels)}")
     if t.steps is None and t.epochs is None:
         raise GancliError("the recipe sets neither steps nor epochs: pass --steps or --epochs")
-    if t.steps is not None and t.steps <= 0:
-        raise GancliError(f"--steps must be positive, got {t.steps}")
-    if t.epochs is not None and t.epochs <= 0:
-        raise GancliError(f"--epochs must be positive, got {t.epochs}")
-    if t.eval_every < 0:
-        raise GancliError(f"--eval-every must be 0 (off) or positive, got {t.eval_every}")
     if t.mixed_precision not in MIXED_PRECISION:
         raise GancliError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
                           f"got '{t.mixed_precision}'")
@@ -194,9 +335,5 @@ def validate(cfg: Config) -> None:
     if t.eval_metric not in EVAL_METRICS:
         raise GancliError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, "
                           f"got '{t.eval_metric}'")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise GancliError(f"--ema-decay must be in [0, 1), got {t.ema_decay}")
     if d.stream not in ("auto", "device", "stream"):
         raise GancliError(f"data.stream must be auto, device or stream, got '{d.stream}'")
-    if d.limit is not None and d.limit <= 0:
-        raise GancliError(f"--limit must be positive, got {d.limit}")

@@ -1,21 +1,58 @@
-"""Pictures: sample grids, traversal sheets, single PNG files and GIFs, from uint8 images."""
+"""Pictures: sample grids, traversal sheets, single PNG files and GIFs, from uint8 images.
+
+Limits (README "Limits"): one picture holds at most MAX_COLUMNS columns, MAX_PICTURE_IMAGES
+images and MAX_PICTURE_PIXELS pixels; a request past them is refused before any image is made.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
-from gancli.files import atomic_path
+from gancli.errors import GancliError
+from gancli.files import atomic_dir, atomic_path
+
+MAX_COLUMNS = 1_000              # columns (steps, --nrow) in one picture; frames in one GIF
+MAX_PICTURE_IMAGES = 10_000      # images in one grid, traversal or interpolation picture
+MAX_PICTURE_PIXELS = 2 ** 28     # 256 megapixels: past this, viewers and PNG readers give up
 
 
 def _auto_scale(h: int) -> int:
     # Small images (MNIST's 28 px) are enlarged with nearest-neighbour so a grid is legible.
     return max(1, 64 // h)
+
+
+def picture_shape(n: int, nrow: int, height: int, width: int | None = None, padding: int = 2,
+                  scale: int | None = None) -> tuple[int, int]:
+    """(height, width) in pixels of the grid `grid` makes of n images of height x width."""
+    width = height if width is None else width
+    s = _auto_scale(height) if scale is None else scale
+    if n == 1:
+        return height * s, width * s
+    cols = max(1, min(nrow, n))
+    rows = math.ceil(n / cols)
+    return (height * s + padding) * rows + padding, (width * s + padding) * cols + padding
+
+
+def check_picture(n: int, nrow: int, image_size: int, fewer: str) -> None:
+    """Refuse, before any image is made, a picture past the limits; `fewer` says what to ask
+    for instead (e.g. "a smaller --n")."""
+    if nrow > MAX_COLUMNS:
+        raise GancliError(f"{nrow:,} columns is more than the {MAX_COLUMNS:,} one picture can "
+                          f"hold: ask for {fewer}")
+    if n > MAX_PICTURE_IMAGES:
+        raise GancliError(f"{n:,} images is more than the {MAX_PICTURE_IMAGES:,} one picture can "
+                          f"hold: ask for {fewer}")
+    h, w = picture_shape(n, nrow, image_size)
+    if h * w > MAX_PICTURE_PIXELS:
+        raise GancliError(f"a {w:,} x {h:,} px picture is more than the "
+                          f"{MAX_PICTURE_PIXELS // 2 ** 20} megapixels one picture may have: "
+                          f"ask for {fewer}")
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
@@ -28,14 +65,25 @@ def to_pil(img: torch.Tensor) -> Image.Image:
 
 def grid(images: torch.Tensor, nrow: int, padding: int = 2, scale: int | None = None,
          pad_value: int = 255) -> torch.Tensor:
-    """uint8 N x C x H x W -> one uint8 C x H' x W' grid, row-major with `nrow` images per row."""
+    """uint8 N x C x H x W -> one uint8 C x H' x W' grid, row-major with `nrow` images per row
+    (torchvision's make_grid layout; one image comes back alone, without padding). Built in
+    uint8 throughout: no float copy of the images."""
     scale = _auto_scale(images.shape[-2]) if scale is None else scale
-    x = images.float() / 255.0
+    x = images.to(torch.uint8)
     if scale > 1:
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-    g = make_grid(x, nrow=max(1, nrow), padding=padding, pad_value=pad_value / 255.0)
-    g = (g * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return g[:1] if images.shape[1] == 1 else g
+        x = x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    n, c, h, w = x.shape
+    if n == 1:
+        return x[0].clone()
+    cols = max(1, min(nrow, n))
+    rows = math.ceil(n / cols)
+    out = torch.full((c, (h + padding) * rows + padding, (w + padding) * cols + padding),
+                     pad_value, dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        top, left = r * (h + padding) + padding, k * (w + padding) + padding
+        out[:, top: top + h, left: left + w] = x[i]
+    return out
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int | None = None) -> Path:
@@ -45,22 +93,33 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int | No
     return path
 
 
+def write_image_batches(batches: Iterable[torch.Tensor], directory: str | Path,
+                        prefix: str = "") -> int:
+    """One PNG per image, at the image's own size (000000.png, 000001.png, ...), from batches
+    that arrive one at a time, so memory holds one batch. All go into a temporary directory that
+    replaces `directory` as a whole: a failure leaves no partial directory. Returns the count."""
+    count = 0
+    with atomic_dir(directory) as tmp:
+        for batch in batches:
+            for img in batch:
+                to_pil(img).save(tmp / f"{prefix}{count:06d}.png", format="PNG")
+                count += 1
+    return count
+
+
 def save_images(images: torch.Tensor, directory: str | Path, prefix: str = "") -> list[Path]:
-    """One PNG per image, at the image's own size: 000000.png, 000001.png, ..."""
+    """One PNG per image, at the image's own size: 000000.png, 000001.png, ... The directory is
+    written as a whole (see write_image_batches)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(images):
-        p = directory / f"{prefix}{i:06d}.png"
-        with atomic_path(p) as tmp:
-            to_pil(img).save(tmp, format="PNG")
-        paths.append(p)
-    return paths
+    n = write_image_batches([images], directory, prefix)
+    return [directory / f"{prefix}{i:06d}.png" for i in range(n)]
 
 
 def save_gif(frames: Sequence[torch.Tensor], path: str | Path, duration_ms: int = 120,
              boomerang: bool = True) -> Path:
     """An animation from uint8 C x H x W frames; `boomerang` plays it forward then back."""
+    if not 1 <= len(frames) <= MAX_COLUMNS:
+        raise GancliError(f"a GIF takes 1 to {MAX_COLUMNS:,} frames, got {len(frames):,}")
     pils = [to_pil(f).convert("RGB") if f.shape[0] == 3 else to_pil(f) for f in frames]
     if boomerang and len(pils) > 2:
         pils = pils + pils[-2:0:-1]

@@ -2,16 +2,87 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gancli.errors import GancliError
 from gancli.latent import Latents, LatentSpec
 from gancli.recipes import Config
 
 Logs = dict[str, float | torch.Tensor]
+
+
+# ---------------------------------------------------------------------- model settings
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One setting a family reads from cfg.model_args (a recipe's [models.<family>] section, or
+    a checkpoint's metadata: both untrusted), with the type and range it must have."""
+
+    kind: str                      # int | float | bool | choice | int_list
+    lo: float = 0
+    hi: float = 0
+    choices: tuple[Any, ...] = ()
+    max_len: int = 16              # int_list: at most this many entries
+
+    def check(self, family: str, key: str, v: Any) -> None:
+        def is_int(x: Any) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        where = f"{family}: {key}"
+        if self.kind == "int":
+            if not (is_int(v) and self.lo <= v <= self.hi):
+                raise GancliError(f"{where} must be an integer in {self.lo:g}..{self.hi:g}, "
+                                  f"got {_shown(v)}")
+        elif self.kind == "float":
+            if not ((is_int(v) or isinstance(v, float)) and math.isfinite(v)
+                    and self.lo <= v <= self.hi):
+                raise GancliError(f"{where} must be a finite number in [{self.lo:g}, "
+                                  f"{self.hi:g}], got {_shown(v)}")
+        elif self.kind == "bool":
+            if not isinstance(v, bool):
+                raise GancliError(f"{where} must be true or false (got {_shown(v)})")
+        elif self.kind == "choice":
+            if not any(type(v) is type(c) and v == c for c in self.choices):
+                names = " or ".join(_shown(c) if isinstance(c, str) else str(c)
+                                    for c in self.choices)
+                raise GancliError(f"{where} must be {names} (got {_shown(v)})")
+        elif self.kind == "int_list":
+            if not (isinstance(v, (list, tuple)) and len(v) <= self.max_len
+                    and all(is_int(x) and self.lo <= x <= self.hi for x in v)):
+                raise GancliError(f"{where} must be a list of at most {self.max_len} integers "
+                                  f"in {self.lo:g}..{self.hi:g}, got {_shown(v)}")
+        else:  # pragma: no cover - a family's schema is code, not input
+            raise ValueError(f"unknown Arg kind {self.kind}")
+
+
+# Every family draws noise; each adds its own settings to these.
+NOISE_ARGS = {"noise_dim": Arg("int", 1, 4096), "noise": Arg("choice", choices=("normal", "uniform"))}
+
+
+def check_args(family: str, args: Mapping[str, Any], schema: Mapping[str, Arg]) -> None:
+    """Refuse unknown settings (a typo would be silently ignored) and values of the wrong type
+    or out of range, with one line naming the setting."""
+    if not isinstance(args, Mapping):
+        raise GancliError(f"{family}: model settings must be a table, got {_shown(args)}")
+    unknown = sorted(str(k) for k in args if k not in schema)
+    if unknown:
+        raise GancliError(f"{family}: unknown model setting{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(_shown(k) for k in unknown)}; {family} takes "
+                          f"{', '.join(sorted(schema))}")
+    for k, v in args.items():
+        schema[k].check(family, k, v)
 
 
 class Family(Protocol):

@@ -23,11 +23,13 @@ from torch.nn.utils.parametrizations import spectral_norm
 from gancli.errors import GancliError
 from gancli.latent import Code, Latents, LatentSpec, categorical_input
 from gancli.models import register
-from gancli.models.base import Logs, d_adversarial, d_figures, g_adversarial, init_dcgan_weights
+from gancli.models.base import (NOISE_ARGS, Arg, Logs, check_args, d_adversarial, d_figures,
+                                g_adversarial, init_dcgan_weights)
 from gancli.models.dcgan import down, size_plan, up, widths
 from gancli.recipes import Config
 
 KERNEL = 4  # divisible by the stride: no checkerboard from uneven overlap
+ARGS = {**NOISE_ARGS, "channels": Arg("int", 1, 1024), "spectral_norm": Arg("bool")}
 
 
 def cgan_spec(cfg: Config) -> LatentSpec:
@@ -36,6 +38,7 @@ def cgan_spec(cfg: Config) -> LatentSpec:
         raise GancliError(f"cgan needs a labelled data set, but recipe '{cfg.recipe}' "
                           f"(data '{cfg.data.source}') has no classes (data.num_classes = {k})")
     a = cfg.model_args
+    check_args("cgan", a, ARGS)
     return LatentSpec(noise_dim=int(a.get("noise_dim", 100)), noise=a.get("noise", "normal"),
                       codes=(Code("label", "categorical", size=k, role="label"),))
 
@@ -128,6 +131,7 @@ class CGAN:
 
     def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]:
         a = cfg.model_args
+        check_args(self.name, a, ARGS)
         ch, sn = int(a.get("channels", 32)), bool(a.get("spectral_norm", True))
         size, c = cfg.data.image_size, cfg.data.channels
         return (Generator(spec, size, c, ch),

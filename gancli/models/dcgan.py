@@ -25,7 +25,8 @@ from torch import nn
 from gancli.errors import GancliError
 from gancli.latent import Latents, LatentSpec
 from gancli.models import register
-from gancli.models.base import UnconditionalLosses, init_dcgan_weights
+from gancli.models.base import (NOISE_ARGS, Arg, UnconditionalLosses, check_args,
+                                init_dcgan_weights)
 from gancli.recipes import Config
 
 
@@ -102,12 +103,15 @@ class Discriminator(nn.Module):
 class DCGAN(UnconditionalLosses):
     name = "dcgan"
     description = "DCGAN: strided (transposed) convolutions with BatchNorm, 64x64 faces to MNIST"
+    args = {**NOISE_ARGS, "channels": Arg("int", 1, 1024), "kernel": Arg("choice", choices=(4, 5))}
 
     def latent_spec(self, cfg: Config) -> LatentSpec:
         a = cfg.model_args
+        check_args(self.name, a, self.args)
         return LatentSpec(noise_dim=int(a.get("noise_dim", 100)), noise=a.get("noise", "uniform"))
 
     def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]:
+        check_args(self.name, cfg.model_args, self.args)
         ch, k = int(cfg.model_args.get("channels", 64)), _kernel(cfg)
         size, c = cfg.data.image_size, cfg.data.channels
         return Generator(spec, size, c, ch, k), Discriminator(size, c, ch, k)

@@ -16,7 +16,7 @@ from torch import nn
 
 from gancli.latent import Latents, LatentSpec
 from gancli.models import register
-from gancli.models.base import UnconditionalLosses
+from gancli.models.base import NOISE_ARGS, Arg, UnconditionalLosses, check_args
 from gancli.recipes import Config
 
 
@@ -53,12 +53,15 @@ class Discriminator(nn.Module):
 class GAN(UnconditionalLosses):
     name = "gan"
     description = "the original GAN: MLP generator and discriminator, non-saturating loss"
+    args = {**NOISE_ARGS, "hidden": Arg("int", 1, 16384)}
 
     def latent_spec(self, cfg: Config) -> LatentSpec:
         a = cfg.model_args
+        check_args(self.name, a, self.args)
         return LatentSpec(noise_dim=int(a.get("noise_dim", 64)), noise=a.get("noise", "normal"))
 
     def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]:
+        check_args(self.name, cfg.model_args, self.args)
         hidden = int(cfg.model_args.get("hidden", 256))
         size, ch = cfg.data.image_size, cfg.data.channels
         return Generator(spec, size, ch, hidden), Discriminator(size, ch, hidden)

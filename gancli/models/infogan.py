@@ -30,14 +30,21 @@ from torch import nn
 from gancli.errors import GancliError
 from gancli.latent import Code, Latents, LatentSpec, categorical_input
 from gancli.models import register
-from gancli.models.base import Logs, d_adversarial, d_figures, g_adversarial, init_dcgan_weights
+from gancli.models.base import (NOISE_ARGS, Arg, Logs, check_args, d_adversarial, d_figures,
+                                g_adversarial, init_dcgan_weights)
 from gancli.recipes import Config
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+ARGS = {**NOISE_ARGS,
+        "categorical": Arg("int_list", 2, 1000), "continuous": Arg("int", 0, 64),
+        "lambda_info": Arg("float", 0, 1000), "lambda_cont": Arg("float", 0, 1000),
+        "init": Arg("choice", choices=("normal", "default")),
+        "q_augment": Arg("bool"), "q_trains_body": Arg("bool")}
 
 
 def infogan_spec(cfg: Config) -> LatentSpec:
     a = cfg.model_args
+    check_args("infogan", a, ARGS)
     cats = [int(k) for k in a.get("categorical", [10])]
     n_cont = int(a.get("continuous", 2))
     codes = [Code(f"c{i + 1}", "categorical", size=k) for i, k in enumerate(cats)]
@@ -154,6 +161,7 @@ class InfoGAN:
         return infogan_spec(cfg)
 
     def build(self, cfg: Config, spec: LatentSpec) -> tuple[nn.Module, nn.Module]:
+        check_args(self.name, cfg.model_args, ARGS)
         size = cfg.data.image_size
         if size % 4 or size < 8:
             raise GancliError(f"infogan needs an image size divisible by 4 (got {size})")
