@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from gancli.data import make_batches, open_dataset, to_uint8
@@ -19,6 +20,7 @@ from gancli.errors import GancliError
 from gancli.files import append_jsonl
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
+from gancli.train import fast
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
@@ -32,16 +34,24 @@ Printer = Callable[[str], None]
 def make_accelerator(t: TrainConfig, say: Printer) -> tuple[Accelerator, str]:
     cpu_only = t.cpu or not torch.cuda.is_available()
     precision = t.mixed_precision
+    if precision == "auto":
+        precision, why = fast.auto_precision(torch.device("cpu" if cpu_only else "cuda"))
+        say(f"precision: auto -> {precision} ({why})")
     if precision == "fp16" and cpu_only:
         say("note: fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
         precision = "no"
     # torch 2.14 renames DDP's broadcast_buffers; the old flag is the one that keeps buffers
     # rank-local, which is what we want, so its deprecation notice is noise here.
     warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+    # Accelerate keeps its settings in a process-wide singleton that refuses a second precision;
+    # a process that trains twice (tests, benchmarks, a notebook) starts each run afresh. The
+    # distributed set-up (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         # cpu=True also on a GPU-less machine: Accelerate only sets up multi-process CPU (gloo)
         # training when told it runs on the CPU.
         cpu=cpu_only, mixed_precision=precision,
+        dynamo_backend="inductor" if t.compile else None,
         # Per-rank BatchNorm statistics: no buffer broadcast between D's real and fake forwards.
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
@@ -63,8 +73,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
     spec = family.latent_spec(cfg)
     G, D = family.build(cfg, spec)
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    layout = fast.memory_format(t.channels_last, G, D)
+    G, D = G.to(memory_format=layout), D.to(memory_format=layout)
+    opt_g = fast.adam(G.parameters(), t.adam, accelerator.device, lr=t.lr_g, betas=(t.beta1, t.beta2))
+    opt_d = fast.adam(D.parameters(), t.adam, accelerator.device, lr=t.lr_d, betas=(t.beta1, t.beta2))
+    if t.tf32:
+        fast.enable_tf32(accelerator.device)
     if saved.dir is not None:
         load_networks(saved, run_dir, G, D, opt_g, opt_d)
     G.to(accelerator.device)
@@ -73,7 +87,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         ema.model.load_state_dict(saved.tensors["generator_ema"])
         ema.updates = int(saved.state.get("ema_updates", start_step))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
-    G_raw, D_raw = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
+    # The raw modules are what checkpoints save and EMA follows; D_g is D for G's step, called
+    # without DDP (D gets no gradient there), compiled when asked.
+    G_raw = accelerator.unwrap_model(G, keep_torch_compile=False)
+    D_raw = accelerator.unwrap_model(D, keep_torch_compile=False)
+    D_g = accelerator.unwrap_model(D)
 
     # Held on the device when it fits a quarter of its free memory, else streamed (cfg.data.stream).
     batches = make_batches(data, t.batch_size, accelerator.device, seed=t.seed,
@@ -132,6 +150,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         try:
             while step < n_steps:
                 real, labels = next(batches)
+                real = real.contiguous(memory_format=layout)   # free when already so (1 channel)
                 # ---- discriminator step (Q heads train here too)
                 latents = draw(real.shape[0], labels)
                 fake = G(latents)
@@ -146,7 +165,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                     if k > 0:
                         latents = draw(real.shape[0], labels)
                         fake = G(latents)
-                    g_loss, g_logs = family.g_loss(D_raw, fake, latents, cfg)
+                    g_loss, g_logs = family.g_loss(D_g, fake, latents, cfg)
                     opt_g.zero_grad(set_to_none=True)
                     accelerator.backward(g_loss)
                     opt_g.step()
