@@ -18,7 +18,7 @@ def test_run_directory_layout(tiny_run):
     files = {p.name for p in (tiny_run / "checkpoints" / "step-0000004").iterdir()}
     assert files == {"generator.safetensors", "generator_ema.safetensors",
                      "discriminator.safetensors", "optimizer_g.safetensors",
-                     "optimizer_d.safetensors", "state.json"}
+                     "optimizer_d.safetensors", "training_state.safetensors", "state.json"}
     assert (tiny_run / "samples" / "step-0000004.png").is_file()
     lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in lines] == [2, 4]
