@@ -22,7 +22,8 @@ from torch import nn
 
 from gancli import __version__
 from gancli.errors import GancliError
-from gancli.files import DIGEST_KEY, atomic_dir, tensor_digest, write_json, write_safetensors
+from gancli.files import (atomic_dir, stored_digest, tensor_digest, write_json,
+                          write_safetensors)
 from gancli.latent import LatentSpec
 from gancli.recipes import Config
 
@@ -251,7 +252,7 @@ def read_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise GancliError(f"{path} is corrupt or truncated ({_first(e)}): {_AGAIN}") from None
-    want = meta.get(DIGEST_KEY)
+    want = stored_digest(meta)
     if want is not None and tensor_digest(tensors, meta) != want:
         raise GancliError(f"{path} is corrupt: its contents do not match the checksum written "
                           f"with them (a damaged or altered file): {_AGAIN}")

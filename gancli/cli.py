@@ -13,19 +13,45 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
 
 from gancli import __version__
 from gancli.errors import GancliError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train, sample, explore and evaluate GANs: gan, cgan, infogan, dcgan.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OneLineErrors(TyperGroup):
+    """Click's own usage errors (a bad option value, a missing argument, an unknown option) as
+    one line too, with where to look for help. `gancli` alone still shows the help."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except TyperException as e:  # click's usage errors
+            if type(e).__name__ == "NoArgsIsHelpError":
+                return super().main(*args, **kwargs)  # prints the help, as before
+            ctx = getattr(e, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            say_error(e.format_message() + where)
+            sys.exit(getattr(e, "exit_code", 2))
+        except Abort:
+            say_error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="Train, sample, explore and evaluate GANs: gan, cgan, infogan, dcgan.")
 
 
 _debug_flag = False
@@ -78,8 +104,8 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # click's own ending and usage errors
+        except (Exit, Abort, TyperException):
+            raise  # typer's own ending and usage errors
         except KeyboardInterrupt:
             if debugging():
                 raise

@@ -217,6 +217,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         _make_parent(path)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{_short(path.name)}.",
                                     suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; finished ones get the usual mode
         yield tmp
         _fsync_tree(tmp)
         if path.exists() or path.is_symlink():
@@ -266,13 +267,27 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, st
     return h.hexdigest()
 
 
+def stored_digest(metadata: Mapping[str, str]) -> str | None:
+    """The checksum a file's metadata holds (None for files written before there was one)."""
+    value = metadata.get(DIGEST_KEY)
+    if value is None:
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                       metadata: Mapping[str, str] | None = None) -> None:
     """Write tensors (made contiguous, on CPU) with string metadata, atomically, with a
-    checksum of both in the metadata (`sha256`, see tensor_digest)."""
+    checksum of both in the metadata (`sha256`, see tensor_digest). The checksum is stored as a
+    JSON string ('"3fa4..."'), so readers that decode every metadata value as JSON (the
+    classifier cache does) read it too."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {k: v for k, v in (metadata or {}).items() if k != DIGEST_KEY}
-    meta[DIGEST_KEY] = tensor_digest(flat, meta)
+    meta[DIGEST_KEY] = json.dumps(tensor_digest(flat, meta))
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=meta)
 

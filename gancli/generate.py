@@ -33,10 +33,18 @@ def pick_device(name: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise GancliError(f"--device: '{name}' is not a device (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GancliError(f"--device {name}: no CUDA GPU is available here")
+    except (RuntimeError, ValueError):
+        raise GancliError(f"--device: {name!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise GancliError(f"--device {name}: gancli runs on cpu, cuda or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GancliError(f"--device {name}: no CUDA GPU is available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GancliError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                              f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise GancliError(f"--device {name}: MPS is not available here")
     return dev
 
 

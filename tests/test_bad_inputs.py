@@ -536,7 +536,7 @@ def _sample_fails(path: Path, tmp_path: Path, *needles: str) -> str:
 def test_a_clean_copy_loads(gen_file, tmp_path):
     assert invoke("sample", gen_file, "--n", 2, "--out", tmp_path / "x.png").exit_code == 0
     meta, _ = _meta_and_tensors(gen_file)
-    assert len(meta["sha256"]) == 64
+    assert len(json.loads(meta["sha256"])) == 64   # hex, as a JSON string
 
 
 @pytest.mark.parametrize("keep", [4, 12, "header", "half"])
@@ -704,3 +704,52 @@ def test_resume_flipped_byte(run_copy):
 def test_resume_missing_optimizer(run_copy):
     (_last_step(run_copy) / "optimizer_d.safetensors").unlink()
     _resume_fails(run_copy, "no optimizer_d.safetensors")
+
+
+# ---------------------------------------------------------------------- click's own errors
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["sample", "RUN", "--n", "abc"], "Invalid value for '--n'"),
+    (["sample"], "Missing argument"),
+    (["nosuchcommand"], "No such command"),
+    (["sample", "RUN", "--bogus"], "No such option: --bogus"),
+    (["traverse", "RUN", "--code", "c2", "--range", "1"], "'--range' requires 2 arguments"),
+])
+def test_usage_errors_are_one_line(tiny_run, args, needle):
+    r = invoke(*[tiny_run if a == "RUN" else a for a in args])
+    assert r.exit_code == 2
+    one_line_error(r, needle)
+
+
+def test_help_still_shows(tiny_run):
+    r = invoke("sample", "--help")
+    assert r.exit_code == 0 and "--overwrite" in r.stdout
+    r = invoke()
+    assert "Usage" in r.output and "sample" in r.output
+
+
+def test_outputs_get_the_usual_modes(tiny_run, tmp_path):
+    assert invoke("sample", tiny_run, "--n", 2, "--out", tmp_path / "d").exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "d" / "000000.png").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_resume_networks_of_another_shape(run_copy):
+    step = _last_step(run_copy)
+    for name in ("generator", "generator_ema"):
+        meta, tensors = _meta_and_tensors(step / f"{name}.safetensors")
+        key = next(k for k in tensors if k.endswith("weight") and tensors[k].dim() > 1)
+        tensors[key] = tensors[key][:, :1].clone()
+        write_safetensors(step / f"{name}.safetensors", tensors, meta)
+    _resume_fails(run_copy, "does not match")
+
+
+def test_resume_a_run_of_another_family(run_copy):
+    d = json.loads((run_copy / "config.json").read_text())
+    d["config"].update(model="gan", model_args={})
+    (run_copy / "config.json").write_text(json.dumps(d))
+    r = invoke("train", "gan", "--resume", run_copy, "--steps", 6, "--no-progress")
+    one_line_error(r, "does not match")

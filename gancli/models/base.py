@@ -68,7 +68,8 @@ class Arg:
 
 
 # Every family draws noise; each adds its own settings to these.
-NOISE_ARGS = {"noise_dim": Arg("int", 1, 4096), "noise": Arg("choice", choices=("normal", "uniform"))}
+NOISE_ARGS = {"noise_dim": Arg("int", 1, 4096),
+              "noise": Arg("choice", choices=("normal", "uniform"))}
 
 
 def check_args(family: str, args: Mapping[str, Any], schema: Mapping[str, Arg]) -> None:
