@@ -8,7 +8,9 @@ a third optimiser over G and D for the information term, `.item()` on every loss
 gancli runs its own loop (`gancli.train.train`) on the recipe, with whatever options are given.
 
     python benchmarks/throughput.py [--data ../shared/data/MNIST/raw] [--steps 300] [--warmup 50]
-        [--batch-size 64] [--mixed-precision no|bf16] [--only gancli|baseline] [--json]
+        [--model infogan] [--batch-size 64] [--mixed-precision no|bf16|fp16|auto] [--device cpu]
+        [--no-channels-last] [--adam plain|foreach|fused] [--compile] [--only gancli|baseline]
+        [--json]
 
 Images/s counts real images through D per second over the measured steps (after the warm-up),
 start-up and data loading before the first step excluded. Peak memory is the process's maximum
@@ -32,13 +34,14 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST" / "raw"
 
 
-def _config(a: argparse.Namespace, out: Path, steps: int, log_every: int):
+def _config(a: argparse.Namespace, out: Path, steps: int, log_every: int, model: str | None = None):
     from gancli.recipes import resolve
 
-    return resolve("infogan", "mnist",
+    return resolve(model or a.model, "mnist",
                    {"steps": steps, "batch_size": a.batch_size, "mixed_precision": a.mixed_precision,
                     "out": str(out), "log_every": log_every, "sample_every": 10 ** 9,
-                    "checkpoint_every": 10 ** 9, "cpu": a.cpu, "seed": a.seed},
+                    "checkpoint_every": 10 ** 9, "cpu": a.device == "cpu", "seed": a.seed,
+                    "channels_last": a.channels_last, "adam": a.adam, "compile": a.compile},
                    {"path": str(a.data)})
 
 
@@ -76,11 +79,11 @@ def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
     loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True, drop_last=True)
 
     torch.manual_seed(a.seed)
-    cfg = _config(a, tmp / "unused", 1, 1)
+    cfg = _config(a, tmp / "unused", 1, 1, model="infogan")
     family = get_family("infogan")
     spec = family.latent_spec(cfg)
     G, D = family.build(cfg, spec)
-    device = torch.device("cuda" if torch.cuda.is_available() and not a.cpu else "cpu")
+    device = torch.device(a.device)
     G.to(device), D.to(device)
     betas = (cfg.train.beta1, cfg.train.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=betas)
@@ -147,9 +150,15 @@ def one(a: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["peak_host_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available() and not a.cpu:
+    if a.device.startswith("cuda"):
         res["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     print(json.dumps(res))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> int:
@@ -158,8 +167,13 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300, help="measured steps")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--mixed-precision", default="no", help="gancli's side: no, bf16 or fp16")
-    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--model", default="infogan", help="gancli's side: any family (the "
+                    "baseline is InfoGAN's, so the ratio is printed for infogan only)")
+    ap.add_argument("--mixed-precision", default="no", help="gancli's side: no, bf16, fp16, auto")
+    ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--adam", default="auto", help="auto, plain, foreach or fused")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=("gancli", "baseline"))
     ap.add_argument("--json", action="store_true")
@@ -176,19 +190,29 @@ def main() -> int:
         return 0
     results = {}
     for side in ([a.only] if a.only else ["baseline", "gancli"]):
-        args = [sys.executable, __file__, "--one", side] + [
-            x for k, v in vars(a).items() if k not in ("one", "only", "json") and v is not None
-            and v is not False for x in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))]
+        args = [sys.executable, __file__, "--one", side]
+        for k, v in vars(a).items():
+            flag = f"--{k.replace('_', '-')}"
+            if k in ("one", "only", "json") or v is None:
+                continue
+            if isinstance(v, bool):
+                args.append(flag if v else f"--no-{flag[2:]}")
+            else:
+                args += [flag, str(v)]
         r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode:
             print(r.stderr[-2000:], file=sys.stderr)
             return 1
         results[side] = json.loads(r.stdout.strip().splitlines()[-1])
-    if "baseline" in results and "gancli" in results:
+    if "baseline" in results and "gancli" in results and a.model == "infogan":
         results["ratio"] = results["gancli"]["images_per_s"] / results["baseline"]["images_per_s"]
-    results["settings"] = {"batch_size": a.batch_size, "mixed_precision": a.mixed_precision,
-                           "steps": a.steps, "warmup": a.warmup, "threads": os.cpu_count(),
-                           "date": time.strftime("%Y-%m-%d")}
+    import torch
+
+    results["settings"] = {"model": a.model, "batch_size": a.batch_size,
+                           "mixed_precision": a.mixed_precision, "device": a.device,
+                           "channels_last": a.channels_last, "adam": a.adam, "compile": a.compile,
+                           "steps": a.steps, "warmup": a.warmup, "cores": os.cpu_count(),
+                           "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
     if a.json:
         print(json.dumps(results))
         return 0

@@ -10,7 +10,7 @@ from conftest import REPO
 
 def test_throughput_benchmark_runs_both_loops(mnist_raw):
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--data",
-                        str(mnist_raw), "--steps", "4", "--warmup", "2", "--cpu", "--json"],
+                        str(mnist_raw), "--steps", "4", "--warmup", "2", "--device", "cpu", "--json"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
