@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,10 +102,17 @@ def _check_param_groups(groups: Any) -> None:
 def save_checkpoint(run_dir: Path, step: int, cfg: Config, *, generator: nn.Module,
                     discriminator: nn.Module, generator_ema: nn.Module | None,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                    state: dict[str, Any], name: str | None = None) -> Path:
-    """Write one checkpoint directory, atomically as a whole: readers see all files or none."""
+                    state: dict[str, Any], name: str | None = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write one checkpoint directory, atomically as a whole: readers see all files or none.
+
+    `state` goes to state.json; `extra_tensors` (random generator states, the preview latents)
+    to training_state.safetensors."""
     target = run_dir / "checkpoints" / (name or step_dir_name(step))
     with atomic_dir(target) as tmp:
+        if extra_tensors:
+            write_safetensors(tmp / "training_state.safetensors", extra_tensors,
+                              {"gancli_version": __version__})
         write_safetensors(tmp / "generator.safetensors", generator.state_dict(),
                           generator_metadata(cfg, step, ema=False))
         if generator_ema is not None:
@@ -128,6 +137,54 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
     return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the `keep_last` newest step checkpoints (0 keeps all). Named ones such as
+    best/ are never touched, nor is the newest. Each goes in one rename first, so a reader never
+    meets a half-deleted step directory under its real name."""
+    if keep_last <= 0:
+        return []
+    removed = []
+    for _, p in step_dirs(run_dir)[:-keep_last]:
+        doomed = p.with_name(f".{p.name}.deleting")
+        os.replace(p, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def clean_stale(run_dir: Path) -> list[Path]:
+    """Remove what an interrupted writer left behind: hidden temporary files and directories
+    (``.NAME.tmp.*``, ``.NAME.*.tmp``, ``.NAME.old``, ``.NAME.deleting``). They are never read."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.endswith(".old") and p.name.startswith("."):
+                live = p.with_name(p.name[1:-4])
+                if not live.exists():   # killed between atomic_dir's two renames: put it back
+                    os.replace(p, live)
+                    continue
+            if p.name.startswith(".") and (".tmp" in p.name or p.name.endswith((".old", ".deleting"))):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def load_training_tensors(step_dir: Path) -> dict[str, torch.Tensor]:
+    """training_state.safetensors (random states, preview latents); empty for older checkpoints."""
+    f = step_dir / "training_state.safetensors"
+    if not f.is_file():
+        return {}
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError) as e:
+        raise GancliError(f"{f} is corrupt ({e})") from None
 
 
 def latest_step_dir(run_dir: Path) -> Path:

@@ -109,7 +109,8 @@ def friendly(fn: F) -> F:
         except KeyboardInterrupt:
             if debugging():
                 raise
-            err.print("interrupted")
+            err.print("interrupted at once: the step under way is lost; every file written "
+                      "before it is whole, so --resume continues from the last checkpoint")
             raise typer.Exit(130) from None
         except Exception as e:
             if debugging():
@@ -192,7 +193,10 @@ def train(
     g_steps: Optional[int] = typer.Option(None, "--g-steps", help="Generator updates per D update."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<model>-<recipe>)."),
-    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16."),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no, bf16, fp16, or auto (bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32; printed at start)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory for convolutional networks (on by default)."),
+    adam: Optional[str] = typer.Option(None, "--adam", help="Adam's implementation: auto (fused on CUDA, foreach elsewhere), plain, foreach or fused."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (off by default: slower on the CPUs measured)."),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="Train on the CPU even if a GPU is present."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of G's weights."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay"),
@@ -202,14 +206,16 @@ def train(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps, keep checkpoints/best."),
     eval_metric: Optional[str] = typer.Option(None, "--eval-metric", help="score or fid."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory, exactly where its newest checkpoint left it (with a larger --steps/--epochs to extend it)."),
+    keep_last: Optional[int] = typer.Option(None, "--keep-last", help="Keep only the K newest step checkpoints (0: all; best/ is always kept)."),
+    on_nan: Optional[str] = typer.Option(None, "--on-nan", help="A non-finite loss or weight: stop (keep the last good checkpoint) or skip (roll back, halve the learning rates, go on)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a model; writes a run directory (config, checkpoints, sample grids, metrics)."""
     from gancli.models import get_family
     from gancli.recipes import resolve
-    from gancli.train import resume_config
+    from gancli.train import RESUME_OVERRIDES, resume_config
     from gancli.train import train as run_training
 
     get_family(model)
@@ -217,8 +223,17 @@ def train(
                      loss=loss, g_steps=g_steps, seed=seed, out=out_dir,
                      mixed_precision=mixed_precision, cpu=cpu, ema=ema, ema_decay=ema_decay,
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
-                     log_every=log_every, eval_every=eval_every, eval_metric=eval_metric)
+                     log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
+                     keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
+                     compile=compile_)
     if resume:
+        fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+        if fixed or recipe or data or limit:
+            names = [f"--{k.replace('_', '-')}" for k in fixed] + \
+                [f for f, v in (("--recipe", recipe), ("--data", data), ("--limit", limit)) if v]
+            raise GancliError(f"--resume continues a run with its own settings; {', '.join(names)} "
+                              f"cannot change (only --steps, --epochs, --keep-last, --on-nan can): "
+                              f"start a new run instead")
         cfg = resume_config(resume, overrides)
         if cfg.model != model:
             raise GancliError(f"{resume} is a {cfg.model} run, not {model}")

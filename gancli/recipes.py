@@ -25,9 +25,11 @@ else:  # pragma: no cover
 from gancli.errors import GancliError
 
 DEFAULT_RECIPE = "digits"
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
+ADAM_IMPLS = ("auto", "plain", "foreach", "fused")
 LOSSES = ("bce", "lsgan", "hinge")
 EVAL_METRICS = ("score", "fid")
+ON_NAN = ("stop", "skip")          # what a non-finite loss does: end the run, or roll back
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class TrainConfig:
     eval_every: int = 0
     eval_metric: str = "score"
     eval_samples: int = 2000
+    keep_last: int = 0               # keep only the K newest step checkpoints (0: all)
+    on_nan: str = "stop"             # stop | skip: what a non-finite loss or weight does
+    channels_last: bool = True       # channels_last memory for convolutional networks
+    adam: str = "auto"               # auto | plain | foreach | fused (Adam's implementation)
+    compile: bool = False            # torch.compile of G and D
+    tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
     out: str | None = None
 
 
@@ -327,11 +335,17 @@ def validate(cfg: Config) -> None:
         raise GancliError(f"data.channels must be 1 (grey) or 3 (RGB), got {_shown(d.channels)}")
     if t.steps is None and t.epochs is None:
         raise GancliError("the recipe sets neither steps nor epochs: pass --steps or --epochs")
+    if t.adam not in ADAM_IMPLS:
+        raise GancliError(f"--adam must be one of {', '.join(ADAM_IMPLS)}, got '{t.adam}'")
     if t.mixed_precision not in MIXED_PRECISION:
         raise GancliError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
                           f"got '{t.mixed_precision}'")
     if t.loss not in LOSSES:
         raise GancliError(f"--loss must be one of {', '.join(LOSSES)}, got '{t.loss}'")
+    if not isinstance(t.keep_last, int) or isinstance(t.keep_last, bool) or t.keep_last < 0:
+        raise GancliError(f"--keep-last must be 0 (keep all) or positive, got {t.keep_last!r}")
+    if t.on_nan not in ON_NAN:
+        raise GancliError(f"--on-nan must be one of {', '.join(ON_NAN)}, got '{t.on_nan}'")
     if t.eval_metric not in EVAL_METRICS:
         raise GancliError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, "
                           f"got '{t.eval_metric}'")
