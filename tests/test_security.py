@@ -1,7 +1,6 @@
 """Nothing gancli loads is unpickled, and no output name can leave the chosen directory."""
 
 import ast
-from pathlib import Path
 
 import pytest
 
