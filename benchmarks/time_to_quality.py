@@ -28,7 +28,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST"
 
 def read(run: Path) -> dict:
     """Training seconds at each logged step and c1 accuracy at each evaluation."""
-    seconds, t, evals, eval_seconds, per_epoch = {}, 0.0, {}, 0.0, None
+    seconds, t, evals, per_epoch = {}, 0.0, {}, None
     last_step = 0
     cfg = json.loads((run / "config.json").read_text())["config"]["train"]
     for line in (run / "metrics.jsonl").read_text().splitlines():

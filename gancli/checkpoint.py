@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from gancli import __version__
@@ -179,12 +178,7 @@ def clean_stale(run_dir: Path) -> list[Path]:
 def load_training_tensors(step_dir: Path) -> dict[str, torch.Tensor]:
     """training_state.safetensors (random states, preview latents); empty for older checkpoints."""
     f = step_dir / "training_state.safetensors"
-    if not f.is_file():
-        return {}
-    try:
-        return load_file(str(f))
-    except (SafetensorError, OSError) as e:
-        raise GancliError(f"{f} is corrupt ({e})") from None
+    return load_tensors(f) if f.is_file() else {}
 
 
 def latest_step_dir(run_dir: Path) -> Path:
