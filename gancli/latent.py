@@ -94,18 +94,23 @@ class LatentSpec:
     def sample(self, n: int, generator: torch.Generator | None = None,
                device: torch.device | str | None = None,
                labels: torch.Tensor | None = None) -> Latents:
-        """Draw n latents. Draws happen on the CPU generator, then move: the same seed gives the
-        same latents on every device. `labels`, when given, fill the code whose role is "label"."""
+        """Draw n latents on the generator's device (the CPU without one), then move them to
+        `device`. Generation commands draw on a CPU generator, so the same seed gives the same
+        latents on every device; training draws on a generator that lives on the training
+        device, so no latents are copied from the host each step. `labels`, when given, fill
+        the code whose role is "label"."""
         out: Latents = {}
+        at = generator.device if generator is not None else None
         if self.noise == "uniform":
-            out["z"] = torch.rand(n, self.noise_dim, generator=generator) * 2 - 1
+            out["z"] = torch.rand(n, self.noise_dim, generator=generator, device=at) * 2 - 1
         else:
-            out["z"] = torch.randn(n, self.noise_dim, generator=generator)
+            out["z"] = torch.randn(n, self.noise_dim, generator=generator, device=at)
         for c in self.codes:
             if c.categorical:
-                out[c.name] = torch.randint(0, c.size, (n,), generator=generator)
+                out[c.name] = torch.randint(0, c.size, (n,), generator=generator, device=at)
             else:
-                out[c.name] = torch.rand(n, generator=generator) * (c.high - c.low) + c.low
+                out[c.name] = (torch.rand(n, generator=generator, device=at) * (c.high - c.low)
+                               + c.low)
         if device is not None:
             out = {k: v.to(device) for k, v in out.items()}
         if labels is not None and self.label_code is not None:

@@ -112,7 +112,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     preview, preview_nrow = spec.preview(torch.Generator().manual_seed(t.seed))
     preview = {k: saved.extra.get(f"preview.{k}", v).to(accelerator.device)
                for k, v in preview.items()}
-    noise_gen = torch.Generator(device="cpu").manual_seed(
+    noise_gen = torch.Generator(device=accelerator.device).manual_seed(
         t.seed * 7919 + accelerator.process_index * 104729)
     generators = {"noise": noise_gen}
     if accelerator.scaler is not None and saved.state.get("scaler"):
