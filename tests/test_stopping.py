@@ -37,17 +37,21 @@ def gancli(cwd: Path, *args: object) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def wait_for_metrics(out: Path, proc: subprocess.Popen, lines: int = 1, timeout: float = 120) -> None:
+def wait_for(ready, proc: subprocess.Popen, timeout: float = 120) -> None:
     end = time.time() + timeout
     while time.time() < end:
-        f = out / "metrics.jsonl"
-        if f.is_file() and len(f.read_text().splitlines()) >= lines:
+        if ready():
             return
         if proc.poll() is not None:
             raise AssertionError(f"training ended early: {proc.communicate()}")
         time.sleep(0.05)
     proc.kill()
-    raise AssertionError("training wrote no metrics in time")
+    raise AssertionError("training did not get there in time")
+
+
+def wait_for_metrics(out: Path, proc: subprocess.Popen, lines: int = 1, timeout: float = 120) -> None:
+    f = out / "metrics.jsonl"
+    wait_for(lambda: f.is_file() and len(f.read_text().splitlines()) >= lines, proc, timeout)
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -99,6 +103,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_run(tmp_path):
         else:
             proc = start(tmp_path, out, *extra)
         wait_for_metrics(out, proc, lines=1)
+        wait_for(lambda: step_dirs(out), proc)     # a checkpoint to load, however slow the disk
         time.sleep(rng.uniform(0, 0.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
