@@ -124,12 +124,19 @@ def _remove(path: Path) -> None:
         pass
 
 
+def plain_path(path: str | os.PathLike) -> Path:
+    """`path` with "x/.." collapsed, as the checks and the writers both see it: otherwise
+    "missing/../taken" looks free to a check (its first part does not exist) and the writer,
+    which creates "missing", then replaces "taken"."""
+    return Path(os.path.normpath(path))
+
+
 def check_target(path: str | os.PathLike, *, directory: bool = False,
                  overwrite: bool = False) -> None:
     """Check before any work that `path` can be written: refuse a taken path (unless `overwrite`),
     a directory where a file goes, a parent that is a file, a missing permission, a name longer
     than the file system allows. An empty directory counts as free for a `directory` output."""
-    path = Path(path)
+    path = plain_path(path)
     try:
         _check_target(path, directory, overwrite)
     except OSError as e:  # e.g. looking at a name too long to even look up
@@ -185,7 +192,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the suffix, so writers that pick a format by suffix still work.
     """
-    path = Path(path)
+    path = plain_path(path)
     tmp_path: Path | None = None
     try:
         _make_parent(path)
@@ -211,7 +218,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success every file in it is flushed and it
     replaces `path` as a whole (an existing `path` is moved aside, then removed); on any failure
     it is removed and `path` is left as it was. OS errors become one OutputError line."""
-    path = Path(path)
+    path = plain_path(path)
     tmp: Path | None = None
     try:
         _make_parent(path)
@@ -295,7 +302,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line, flushed to disk. A single short write with O_APPEND: a reader never
     sees half a line from a completed call."""
-    path = Path(path)
+    path = plain_path(path)
     line = json.dumps(dict(record), sort_keys=True) + "\n"
     try:
         _make_parent(path)

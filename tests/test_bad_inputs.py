@@ -753,3 +753,15 @@ def test_resume_a_run_of_another_family(run_copy):
     (run_copy / "config.json").write_text(json.dumps(d))
     r = invoke("train", "gan", "--resume", run_copy, "--steps", 6, "--no-progress")
     one_line_error(r, "does not match")
+
+
+def test_a_dotdot_path_through_a_missing_folder_cannot_replace_what_it_names(tiny_run, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.png").write_bytes(b"mine")
+    r = invoke("sample", tiny_run, "--n", "2", "--out", tmp_path / "missing" / ".." / "taken")
+    one_line_error(r, "exists", "--overwrite")
+    assert (taken / "keep.png").read_bytes() == b"mine" and not (tmp_path / "missing").exists()
+    r = invoke("sample", tiny_run, "--n", "2", "--out", tmp_path / "missing" / ".." / "fresh")
+    assert r.exit_code == 0 and len(list((tmp_path / "fresh").iterdir())) == 2
+    assert not (tmp_path / "missing").exists()
