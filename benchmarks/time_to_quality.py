@@ -27,21 +27,30 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST"
 
 
 def read(run: Path) -> dict:
-    """Training seconds at each logged step and c1 accuracy at each evaluation."""
-    seconds, t, evals, per_epoch = {}, 0.0, {}, None
-    last_step = 0
-    cfg = json.loads((run / "config.json").read_text())["config"]["train"]
+    """The log windows (end step, images/s) and c1 accuracy at each evaluation."""
+    windows, evals, per_epoch = [], {}, None
+    batch = json.loads((run / "config.json").read_text())["config"]["train"]["batch_size"]
     for line in (run / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if "images_per_s" in r:
-            t += (r["step"] - last_step) * cfg["batch_size"] / r["images_per_s"]
-            last_step = r["step"]
-            seconds[r["step"]] = t
+            windows.append((r["step"], r["images_per_s"]))
             if r.get("epoch"):
                 per_epoch = r["step"] / r["epoch"]
         elif r.get("eval") and "code_accuracy" in r:
             evals[r["step"]] = r["code_accuracy"]
-    return {"seconds": seconds, "evals": evals, "steps_per_epoch": per_epoch}
+    return {"windows": windows, "batch": batch, "evals": evals, "steps_per_epoch": per_epoch}
+
+
+def training_seconds(r: dict, step: int) -> float:
+    """Seconds of training up to `step`: whole log windows, then the part of the next one at
+    that window's rate."""
+    t, start = 0.0, 0
+    for end, ips in r["windows"]:
+        t += (min(end, step) - start) * r["batch"] / ips
+        if end >= step:
+            break
+        start = end
+    return t
 
 
 def main() -> int:
@@ -90,7 +99,7 @@ def main() -> int:
     for s in a.seeds:
         r = read(out / f"seed{s}")
         hit = next((step for step in sorted(r["evals"]) if r["evals"][step] >= a.target), None)
-        secs = r["seconds"].get(hit) if hit else None
+        secs = training_seconds(r, hit) if hit else None
         accs = " ".join(f"{step}:{acc:.3f}" for step, acc in sorted(r["evals"].items()))
         epoch = hit / r["steps_per_epoch"] if hit and r["steps_per_epoch"] else None
         print(f"seed {s}: " + (f"{a.target} at step {hit} (epoch {epoch:.2f}), "
