@@ -80,9 +80,15 @@ class StopSignals:
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
 
-    def requested(self, accelerator: Any) -> bool:
-        """Whether to stop now, agreed by every process."""
-        return any_rank(accelerator, self.signum is not None)
+    # Several processes must agree, which costs an all-reduce and a read-back: they do so every
+    # this many steps (a stop then comes at most this many steps after the signal).
+    AGREE_EVERY = 10
+
+    def requested(self, accelerator: Any, step: int) -> bool:
+        """Whether to stop after `step`, agreed by every process."""
+        if accelerator.num_processes == 1:
+            return self.signum is not None
+        return step % self.AGREE_EVERY == 0 and any_rank(accelerator, self.signum is not None)
 
     def agreed_signum(self) -> int:
         return self.signum if self.signum is not None else int(signal.SIGTERM)

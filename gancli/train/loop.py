@@ -203,7 +203,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                               accelerator=accelerator, run_dir=run_dir)
                 if step % t.checkpoint_every == 0 or last:
                     _checkpoint(step, guard, ckpts, counters, window, accelerator)
-                if not last and stop.requested(accelerator):
+                if not last and stop.requested(accelerator, step):
                     if ckpts.last_step != step:
                         _checkpoint(step, guard, ckpts, counters, window, accelerator)
                     name = signal.Signals(stop.agreed_signum()).name
