@@ -1,0 +1,157 @@
+"""Helpers several data sources share: the IDX format MNIST and Fashion-MNIST ship in
+(:func:`read_idx`, :func:`find_idx`, :func:`load_idx_dir`) and the HuggingFace hub loader
+(:func:`load_hf`, with :func:`hub_offline_reason` to fail fast without a network)."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from gancli.data.base import ImageData
+from gancli.data.folders import _first_line
+from gancli.data.pixels import _size_tag, _threads, prepare_image
+from gancli.errors import GancliError
+from gancli.recipes import DataConfig
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip or raw): the format MNIST and Fashion-MNIST ship in."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise GancliError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise GancliError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise GancliError(f"{path} is truncated: expected {int(np.prod(dims))} values, "
+                          f"found {body.size}")
+    return body.reshape(dims)
+
+
+def find_idx(directory: Path, stem: str) -> Path | None:
+    for sub in (directory, directory / "raw"):
+        for name in (stem + ".gz", stem):
+            if (sub / name).is_file():
+                return sub / name
+    return None
+
+
+def load_idx_dir(directory: Path, split: str, name: str, class_names: list[str]) -> ImageData:
+    img_stem, lbl_stem = IDX_FILES[split]
+    img_path, lbl_path = find_idx(directory, img_stem), find_idx(directory, lbl_stem)
+    if img_path is None or lbl_path is None:
+        missing = img_stem if img_path is None else lbl_stem
+        raise GancliError(f"{directory} has no {missing}[.gz] (expected MNIST-style IDX files)")
+    imgs, labels = read_idx(img_path), read_idx(lbl_path)
+    if imgs.ndim != 3 or labels.ndim != 1 or len(imgs) != len(labels):
+        raise GancliError(f"{directory}: image and label files do not match")
+    return ImageData(torch.from_numpy(imgs.copy()).unsqueeze(1),
+                     torch.from_numpy(labels.astype(np.int64)), len(class_names),
+                     f"{name}-{split}", class_names)
+
+
+def load_hf(hf_id: str, split: str, name: str, env: str | None,
+            image_key: str | None = None, label_key: str | None = None, *,
+            cfg: DataConfig | None = None, hint: str | None = None) -> ImageData:
+    """Download (or reuse the HuggingFace cache of) a hub data set with an image column.
+
+    With `cfg`, each image is cropped, converted and resized as it is decoded
+    (:func:`prepare_image`), so a set of large images never sits in memory at full size.
+    `hint` replaces the default advice on supplying a local copy when the download fails.
+    """
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise GancliError("the 'datasets' package is needed to download data") from None
+    hint = hint or ("supply a local copy with --data DIR" + (f" or ${env}" if env else ""))
+    import gancli.data as face      # read where it is patched (tests fake being online)
+    offline = face.hub_offline_reason(hf_id)
+    if offline:
+        raise GancliError(f"could not download '{hf_id}' ({offline}); {hint}")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)       # its retry warnings would bury the one line below
+    try:
+        ds = datasets.load_dataset(hf_id, split=split)
+    except Exception as e:  # network, auth, missing split: all end the same way for a user
+        raise GancliError(f"could not download '{hf_id}' ({_first_line(e)}); {hint}") from None
+    finally:
+        hub_log.setLevel(level)
+    cols = ds.column_names
+    image_key = image_key or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
+    if image_key is None or image_key not in cols:
+        raise GancliError(f"'{hf_id}' has no image column (columns: {', '.join(cols)})")
+    label_key = label_key or next((c for c in ("label", "labels", "fine_label") if c in cols), None)
+    x = _hf_images(ds, image_key, cfg)
+    labels, num_classes, names = None, 0, None
+    if label_key is not None and label_key in cols:
+        labels = torch.as_tensor(np.asarray(list(ds[label_key]), dtype=np.int64))
+        feat = ds.features.get(label_key)
+        names = list(getattr(feat, "names", []) or []) or None
+        num_classes = len(names) if names else int(labels.max()) + 1
+    tag = f"-{_size_tag(cfg, bool(cfg.crop))}" if cfg is not None else ""
+    return ImageData(x, labels, num_classes, f"{name}-{split}{tag}", names)
+
+
+def hub_offline_reason(hf_id: str) -> str | None:
+    """Why downloading `hf_id` cannot work, when that is certain: no cached copy, and the hub's
+    host name does not resolve. Spares the user a minute of retries. None: just try."""
+    try:
+        import datasets.config as dc
+        import huggingface_hub.constants as hc
+
+        if (Path(hc.HF_HUB_CACHE) / f"datasets--{hf_id.replace('/', '--')}").exists() or \
+                (Path(dc.HF_DATASETS_CACHE) / hf_id.replace("/", "___")).exists():
+            return None
+        host = urlparse(hc.ENDPOINT).hostname or "huggingface.co"
+    except Exception:  # another layout of these packages: let load_dataset decide
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"no network: cannot resolve {host}"
+    return None
+
+
+def _hf_images(ds: Any, image_key: str, cfg: DataConfig | None, chunk: int = 2048) -> torch.Tensor:
+    """The image column as uint8 N x C x H x W, decoded a chunk at a time."""
+    if cfg is not None:
+        out = torch.empty((len(ds), cfg.channels, cfg.image_size, cfg.image_size),
+                          dtype=torch.uint8)
+        with ThreadPoolExecutor(max_workers=_threads()) as pool:
+            for start in range(0, len(ds), chunk):
+                ims = ds[start: start + chunk][image_key]
+                prep = pool.map(lambda im: prepare_image(im, cfg.image_size, cfg.channels,
+                                                         cfg.crop), ims)
+                for k, t in enumerate(prep):
+                    out[start + k] = t
+        return out
+    arrays = [np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+              for im in ds[image_key]]
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        side = min(min(s) for s in sizes)
+        from PIL import Image
+        arrays = [np.asarray(Image.fromarray(a).resize((side, side), Image.BICUBIC)) for a in arrays]
+    x = np.stack(arrays)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x))

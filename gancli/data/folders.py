@@ -1,0 +1,226 @@
+"""Local folders of image files: which folder a user named (:func:`local_dir`), its train/test
+split folders, the sorted :class:`FileIndex` of its images (class subfolders become labels), decoding
+an index into memory in a thread pool (:func:`decode_all`, unreadable files skipped and counted),
+and :class:`FolderImages`, the same index decoded lazily, file by file, in DataLoader workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gancli.data.base import ImageData
+from gancli.data.pixels import _size_tag, _threads, decode_file
+from gancli.errors import GancliError
+from gancli.recipes import DataConfig
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+              ".pgm", ".pbm")
+SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
+
+
+@dataclass
+class FileIndex:
+    """The image files of one split of a local folder, in a fixed (sorted) order."""
+    root: Path                           # the split's folder; `files` are relative to it
+    files: list[str]
+    labels: list[int] | None
+    class_names: list[str] | None
+    name: str
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def first(self, n: int | None) -> "FileIndex":
+        if n is None or n >= len(self.files):
+            return self
+        return dataclasses.replace(self, files=self.files[:n],
+                                   labels=None if self.labels is None else self.labels[:n],
+                                   name=f"{self.name}-first{n}")
+
+
+def split_dir(root: Path, split: str) -> Path:
+    """A folder with train/ (and test/ or val/) subfolders holds splits; any other folder is
+    all training images and has no test split."""
+    if (root / "train").is_dir():
+        for sub in SPLIT_DIRS[split]:
+            if (root / sub).is_dir():
+                return root / sub
+        raise GancliError(f"{root} has train/ but no {' or '.join(SPLIT_DIRS[split])}/ folder "
+                          f"for the {split} split")
+    if split == "train":
+        return root
+    raise GancliError(f"{root} has no test split: put the images in {root}/train and {root}/test")
+
+
+def image_files(folder: Path) -> tuple[list[str], int]:
+    """Image files under `folder` (recursive, hidden ones skipped), relative and sorted; and how
+    many other files were passed over."""
+    found, other = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, folder)
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            if f.lower().endswith(IMAGE_EXTS):
+                found.append(f if rel == "." else os.path.join(rel, f))
+            else:
+                other += 1
+    return sorted(found), other
+
+
+def index_folder(root: Path, split: str, source: str, *, labelled: bool,
+                 num_classes: int = 0) -> FileIndex:
+    """List a folder's images. With `labelled`, each subfolder is a class (sorted names are the
+    class names; loose files beside them are left out); a folder with no subfolders is
+    unlabelled. Without `labelled`, every image under the folder counts, unlabelled."""
+    d = split_dir(root, split)
+    files, other = image_files(d)
+    if not files:
+        raise GancliError(f"no image files ({', '.join(e[1:] for e in IMAGE_EXTS[:5])}, ...) "
+                          f"in {d}")
+    notes = [f"{other} non-image files in {d} passed over"] if other else []
+    labels, class_names = None, None
+    nested = [f for f in files if os.sep in f]
+    if labelled and nested:
+        if len(nested) < len(files):
+            notes.append(f"{len(files) - len(nested)} images directly in {d} left out "
+                         f"(images go in class subfolders)")
+        files = nested
+        class_names = sorted({f.split(os.sep, 1)[0] for f in files})
+        lookup = {c: i for i, c in enumerate(class_names)}
+        labels = [lookup[f.split(os.sep, 1)[0]] for f in files]
+    if num_classes:
+        found = len(class_names or [])
+        if found != num_classes:
+            where = f"{found} class subfolders" if found else "no class subfolders"
+            raise GancliError(f"the recipe expects {num_classes} classes but {d} has {where}")
+    digest = hashlib.sha1(str(d.resolve()).encode())
+    digest.update("\n".join(files).encode("utf-8", "surrogateescape"))
+    name = f"{source}-{root.resolve().name or 'root'}-{digest.hexdigest()[:8]}-{split}"
+    return FileIndex(d, files, labels, class_names, name, tuple(notes))
+
+
+def decode_all(index: FileIndex, cfg: DataConfig, threads: int | None = None) -> ImageData:
+    """Decode every file of `index` at the recipe's size, in a thread pool (PIL and torch let go
+    of the GIL while they work). Unreadable files are left out and counted."""
+    n, size, ch = len(index), cfg.image_size, cfg.channels
+    out = torch.empty((n, ch, size, size), dtype=torch.uint8)
+    ok = [False] * n
+    first_error: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            out[i] = decode_file(index.root / index.files[i], size, ch, cfg.crop)
+            ok[i] = True
+        except Exception as e:  # any decoder failure means the same: this file cannot be used
+            if not first_error:
+                first_error.append(f"{index.files[i]}: {_first_line(e)}")
+
+    with ThreadPoolExecutor(max_workers=threads or _threads()) as pool:
+        for start in range(0, n, 8192):          # bounded: no million futures at once
+            list(pool.map(one, range(start, min(n, start + 8192))))
+    good = sum(ok)
+    if good == 0:
+        raise GancliError(f"none of the {n} image files in {index.root} could be read "
+                          f"(e.g. {first_error[0] if first_error else '?'})")
+    labels = None if index.labels is None else torch.tensor(index.labels, dtype=torch.int64)
+    notes = list(index.notes)
+    if good < n:
+        keep = torch.tensor(ok)
+        out = out[keep]
+        labels = None if labels is None else labels[keep]
+        notes.append(f"skipped {n - good} unreadable image files of {n} in {index.root} "
+                     f"(e.g. {first_error[0]})")
+    return ImageData(out, labels, len(index.class_names or []),
+                     f"{index.name}-{_size_tag(cfg, bool(cfg.crop))}", index.class_names,
+                     skipped=n - good, notes=tuple(notes))
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:160]
+
+
+class FolderImages(torch.utils.data.Dataset):
+    """A folder of image files decoded lazily, one file at a time, in DataLoader workers.
+
+    Paths are kept in one numpy byte array rather than a list of str, so forked workers do not
+    copy the list page by page as reference counts change.
+    """
+
+    def __init__(self, index: FileIndex, cfg: DataConfig) -> None:
+        self.root = str(index.root)
+        self.files = np.array([os.fsencode(f) for f in index.files])
+        self.labels = None if index.labels is None else torch.tensor(index.labels,
+                                                                     dtype=torch.int64)
+        self.num_classes = len(index.class_names or [])
+        self.class_names = index.class_names
+        self.name = f"{index.name}-{_size_tag(cfg, bool(cfg.crop))}"
+        self.notes = index.notes
+        self.size, self.channels, self.crop = cfg.image_size, cfg.channels, cfg.crop
+        self.cfg, self.index_name = cfg, index.name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.root, os.fsdecode(self.files[i]))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return decode_file(self.path(i), self.size, self.channels, self.crop)
+
+    def __getitems__(self, idx: Sequence[int]) -> tuple[torch.Tensor | None,
+                                                        torch.Tensor | None, list[str]]:
+        """A whole batch: (uint8 images, labels, paths that could not be read). An unreadable
+        file is replaced by a readable image of the same batch (with its label), so batches keep
+        their size; when none is readable the images are None."""
+        imgs: list[torch.Tensor | None] = []
+        bad: list[str] = []
+        for i in idx:
+            try:
+                imgs.append(self[i])
+            except Exception:
+                imgs.append(None)
+                bad.append(self.path(i))
+        good = [j for j, x in enumerate(imgs) if x is not None]
+        if not good:
+            return None, None, bad
+        src = list(range(len(idx)))
+        for k, j in enumerate(j for j, x in enumerate(imgs) if x is None):
+            src[j] = good[k % len(good)]
+        x = torch.stack([imgs[s] for s in src])
+        y = None if self.labels is None else self.labels[torch.tensor([idx[s] for s in src])]
+        return x, y, bad
+
+    def load(self) -> ImageData:
+        """Decode everything into memory (for the device-resident mode)."""
+        labels = None if self.labels is None else self.labels.tolist()
+        index = FileIndex(Path(self.root), [os.fsdecode(f) for f in self.files], labels,
+                          self.class_names, self.index_name, self.notes)
+        return decode_all(index, self.cfg)
+
+
+def local_dir(cfg: DataConfig) -> Path | None:
+    """The local copy a user named: --data first, then the recipe's environment variable."""
+    if cfg.path:
+        p = Path(cfg.path).expanduser()
+        if not p.is_dir():
+            raise GancliError(f"data directory not found: {cfg.path}")
+        return p
+    if cfg.env and os.environ.get(cfg.env):
+        p = Path(os.environ[cfg.env]).expanduser()
+        if not p.is_dir():
+            raise GancliError(f"data directory not found: {p} (from ${cfg.env})")
+        return p
+    return None
