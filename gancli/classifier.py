@@ -234,13 +234,18 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
     that can retrain catch it.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
+
+    from gancli.files import stored_digest, tensor_digest
 
     with safe_open(str(path), framework="pt") as f:
         raw = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    want = stored_digest(raw)
+    if want is not None and tensor_digest(tensors, raw) != want:
+        raise ValueError(f"{path} does not match its checksum")   # the caller retrains
     meta = {k: json.loads(v) for k, v in raw.items()}
     model = Classifier.from_arch(meta["arch"])
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta
 
 

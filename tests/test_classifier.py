@@ -118,7 +118,7 @@ def test_load_or_train_caches(monkeypatch, tmp_path):
     assert torch.allclose(extract_features(again, test.images), extract_features(model, test.images))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "bitflip"])
 def test_bad_cache_file_is_retrained(monkeypatch, tmp_path, damage):
     monkeypatch.setenv("GANCLI_CACHE", str(tmp_path))
     _, info = load_or_train(TINY, epochs=1)
@@ -127,6 +127,10 @@ def test_bad_cache_file_is_retrained(monkeypatch, tmp_path, damage):
         path.write_bytes(b"not a safetensors file")
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "bitflip":  # one byte of the last weight: only the checksum sees it
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x40
+        path.write_bytes(bytes(raw))
     else:  # a sound safetensors file that is not this classifier
         write_safetensors(path, {"w": torch.zeros(3)}, {"arch": json.dumps({"arch": "other"})})
     messages: list[str] = []
