@@ -737,5 +737,47 @@ def score(
               soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- export
+
+
+@app.command()
+@friendly
+def export(
+    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (a model for onnxruntime; needs the export extra) or safetensors (the generator file alone, which sample, traverse, interpolate, fid and score take)."),
+    output: Optional[str] = typer.Option(None, "--output", help="ONNX only: the image output, uint8 (NCHW, 0..255; the default) or float (NCHW, [-1, 1])."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output file (default <run>/export/generator.onnx or .safetensors)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+) -> None:
+    """Export the generator: an ONNX model (checked against torch in onnxruntime) or a generator file."""
+    from gancli import export as E
+
+    explicit = Path(out_path) if out_path else None
+    kind = E.check_options(fmt, output, explicit)
+    if explicit:
+        check_outputs((explicit, False), overwrite=overwrite)
+    if fmt == "onnx":
+        E.require_onnx()
+    g = E.load(run, ema, step)
+    target = explicit or default_output(run_root(g.path), "export", f"generator{E.SUFFIX[fmt]}")
+    if not explicit:
+        check_outputs((target, False), overwrite=True)
+    what = f"{g.config.model} step {g.step}" + (" (EMA)" if g.ema else "")
+    if fmt == "safetensors":
+        res = E.export_safetensors(g, target)
+        wrote(res["path"], f"{what}, generator file, {res['bytes']:,} bytes")
+        return
+    res = E.export_onnx(g, target, kind)
+    c, s = g.config.data.channels, g.config.data.image_size
+    wrote(res["path"], f"{what}, ONNX opset {E.OPSET}: {', '.join(res['inputs'])} -> image "
+                       f"{kind} [batch, {c}, {s}, {s}], {res['bytes']:,} bytes")
+    out.print(f"checked in onnxruntime against torch on {res['checked']} random latents "
+              f"(batches of {' and '.join(map(str, E.CHECK_BATCHES))}): max abs difference "
+              f"{res['max_abs_diff']:.3g}{res['unit']} (tolerance {res['tolerance']:g})",
+              soft_wrap=True)
+
+
 def main() -> None:
     app()
