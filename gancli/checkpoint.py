@@ -77,10 +77,23 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                     raise ValueError(f"{k} of parameter {idx} is {tuple(v.shape)}, the "
                                      f"parameter {tuple(params[idx].shape)}")
         opt.load_state_dict({"state": state, "param_groups": groups})
+        _match_layouts(opt)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
         raise GancliError(f"the checkpoint's optimizer state does not match the model "
                           f"({_first(e)}): resume a checkpoint of this run, or start a new "
                           f"run") from None
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Moments read from a file are contiguous; a channels_last parameter's must be channels_last
+    too. Fused Adam walks parameter, gradient and moments as flat memory, so moments in another
+    layout would be applied to the wrong elements (measured: resume stopped being exact)."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def _check_param_groups(groups: Any) -> None:

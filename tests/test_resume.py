@@ -208,3 +208,30 @@ def test_fp16_skipped_steps_are_counted_in_the_metrics(tmp_path, monkeypatch):
     out = run("gan", recipe(tmp_path), tmp_path / "f", 8, log_every=4)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["scaler_skipped"] for r in records] == [8, 16]   # D and G step, 4 steps a window
+
+
+def test_loaded_moments_take_the_parameters_layout():
+    """Moments come back from a file contiguous; under channels_last they must be channels_last,
+    or fused Adam applies them to the wrong elements."""
+    from gancli.checkpoint import load_optimizer, optimizer_tensors
+
+    def make():
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+        return w, torch.optim.Adam([w], lr=1e-2, fused=True)
+
+    w, opt = make()
+    for _ in range(2):
+        w.grad = torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+        opt.step()
+    tensors, rest = optimizer_tensors(opt)
+    tensors = {k: v.clone().contiguous() for k, v in tensors.items()}    # as read from a file
+    w2, opt2 = make()
+    w2.data.copy_(w.data)
+    load_optimizer(opt2, tensors, json.loads(json.dumps(rest)))
+    assert opt2.state[w2]["exp_avg"].stride() == w2.stride()
+    g = torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    w.grad, w2.grad = g.clone(), g.clone()
+    opt.step()
+    opt2.step()
+    assert torch.equal(w, w2)
