@@ -8,9 +8,12 @@ a third optimiser over G and D for the information term, `.item()` on every loss
 gancli runs its own loop (`gancli.train.train`) on the recipe, with whatever options are given.
 
     python benchmarks/throughput.py [--data ../shared/data/MNIST/raw] [--steps 300] [--warmup 50]
-        [--model infogan] [--batch-size 64] [--mixed-precision no|bf16|fp16|auto] [--device cpu]
-        [--no-channels-last] [--adam plain|foreach|fused] [--compile] [--only gancli|baseline]
-        [--json]
+        [--model infogan|gan|cgan|dcgan|all] [--batch-size N] [--mixed-precision no|bf16|fp16|auto]
+        [--device cpu] [--no-channels-last] [--adam plain|foreach|fused] [--compile]
+        [--baseline-batch-size 64] [--only gancli|baseline] [--json]
+
+With no options gancli trains at the recipe's defaults (its batch size and precision) and the
+baseline at the texts' own batch of 64, in fp32: the ratio is what a user of either sees.
 
 Images/s counts real images through D per second over the measured steps (after the warm-up),
 start-up and data loading before the first step excluded. Peak memory is the process's maximum
@@ -47,15 +50,22 @@ def _config(a: argparse.Namespace, out: Path, steps: int, log_every: int, model:
 
 def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
     """gancli's loop: per-window images/s from metrics.jsonl, the warm-up window left out."""
+    import torch
+
     from gancli.train import train
+    from gancli.train.fast import auto_precision
 
     cfg = _config(a, tmp / "run", a.warmup + a.steps, a.warmup)
     train(cfg, print_fn=lambda s: None, progress=False)
     records = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     measured = [r for r in records if "images_per_s" in r and r["step"] > a.warmup]
-    images = a.steps * a.batch_size
-    seconds = sum(a.warmup * a.batch_size / r["images_per_s"] for r in measured)
-    return {"images_per_s": images / seconds, "ms_per_step": 1000 * seconds / a.steps}
+    batch = cfg.train.batch_size
+    seconds = sum(a.warmup * batch / r["images_per_s"] for r in measured)
+    precision = cfg.train.mixed_precision
+    if precision == "auto":
+        precision = auto_precision(torch.device(a.device.split(":")[0]))[0]
+    return {"images_per_s": a.steps * batch / seconds, "ms_per_step": 1000 * seconds / a.steps,
+            "batch_size": batch, "mixed_precision": precision}
 
 
 def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
@@ -76,7 +86,8 @@ def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
     tf = transforms.Compose([transforms.Resize(28), transforms.ToTensor(),
                              transforms.Normalize([0.5], [0.5])])
     ds = torchvision.datasets.MNIST(str(tmp / "tv"), train=True, download=False, transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=a.baseline_batch_size, shuffle=True,
+                                         drop_last=True)
 
     torch.manual_seed(a.seed)
     cfg = _config(a, tmp / "unused", 1, 1, model="infogan")
@@ -136,7 +147,9 @@ def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
             logs.append((d_loss.item(), g_loss.item(), i_loss.item()))
             step += 1
     seconds = time.perf_counter() - start
-    return {"images_per_s": a.steps * a.batch_size / seconds, "ms_per_step": 1000 * seconds / a.steps}
+    return {"images_per_s": a.steps * a.baseline_batch_size / seconds,
+            "ms_per_step": 1000 * seconds / a.steps, "batch_size": a.baseline_batch_size,
+            "mixed_precision": "no"}
 
 
 def one(a: argparse.Namespace) -> None:
@@ -166,10 +179,13 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("GANCLI_MNIST_DIR", str(DEFAULT_DATA)))
     ap.add_argument("--steps", type=int, default=300, help="measured steps")
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--model", default="infogan", help="gancli's side: any family (the "
+    ap.add_argument("--batch-size", type=int, help="gancli's side (default: the recipe's)")
+    ap.add_argument("--baseline-batch-size", type=int, default=64,
+                    help="the baseline's batch (default: the texts' 64)")
+    ap.add_argument("--model", default="infogan", help="gancli's side: a family or 'all' (the "
                     "baseline is InfoGAN's, so the ratio is printed for infogan only)")
-    ap.add_argument("--mixed-precision", default="no", help="gancli's side: no, bf16, fp16, auto")
+    ap.add_argument("--mixed-precision", help="gancli's side: no, bf16, fp16, auto (default: "
+                    "the recipe's)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--adam", default="auto", help="auto, plain, foreach or fused")
@@ -188,10 +204,13 @@ def main() -> int:
     if a.one:
         one(a)
         return 0
-    results = {}
-    for side in ([a.only] if a.only else ["baseline", "gancli"]):
+    families = ["gan", "cgan", "infogan", "dcgan"] if a.model == "all" else [a.model]
+    sides = [] if a.only == "gancli" else [("baseline", "infogan")]
+    sides += [] if a.only == "baseline" else [("gancli", m) for m in families]
+    results: dict = {"gancli": {}}
+    for side, model in sides:
         args = [sys.executable, __file__, "--one", side]
-        for k, v in vars(a).items():
+        for k, v in {**vars(a), "model": model}.items():
             flag = f"--{k.replace('_', '-')}"
             if k in ("one", "only", "json") or v is None:
                 continue
@@ -203,27 +222,33 @@ def main() -> int:
         if r.returncode:
             print(r.stderr[-2000:], file=sys.stderr)
             return 1
-        results[side] = json.loads(r.stdout.strip().splitlines()[-1])
-    if "baseline" in results and "gancli" in results and a.model == "infogan":
-        results["ratio"] = results["gancli"]["images_per_s"] / results["baseline"]["images_per_s"]
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        if side == "baseline":
+            results["baseline"] = res
+        else:
+            results["gancli"][model] = res
+    if "baseline" in results and "infogan" in results["gancli"]:
+        results["ratio"] = (results["gancli"]["infogan"]["images_per_s"]
+                            / results["baseline"]["images_per_s"])
     import torch
 
-    results["settings"] = {"model": a.model, "batch_size": a.batch_size,
-                           "mixed_precision": a.mixed_precision, "device": a.device,
+    results["settings"] = {"model": a.model, "device": a.device,
                            "channels_last": a.channels_last, "adam": a.adam, "compile": a.compile,
                            "steps": a.steps, "warmup": a.warmup, "cores": os.cpu_count(),
                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
     if a.json:
         print(json.dumps(results))
         return 0
-    for side in ("baseline", "gancli"):
-        if side in results:
-            r = results[side]
-            print(f"{side:9s} {r['images_per_s']:8.1f} img/s  {r['ms_per_step']:7.1f} ms/step  "
-                  f"peak host {r['peak_host_mib']:.0f} MiB")
+    rows = ([("baseline (infogan)", results["baseline"])] if "baseline" in results else [])
+    rows += [(f"gancli {m}", r) for m, r in results["gancli"].items()]
+    for name, r in rows:
+        mem = f"peak host {r['peak_host_mib']:.0f} MiB"
+        if "peak_device_mib" in r:
+            mem += f", device {r['peak_device_mib']:.0f} MiB"
+        print(f"{name:18s} {r['images_per_s']:8.1f} img/s  {r['ms_per_step']:7.1f} ms/step  "
+              f"batch {r['batch_size']:4d}  {r['mixed_precision']:4s}  {mem}")
     if "ratio" in results:
-        print(f"ratio     {results['ratio']:.2f}x  (batch {a.batch_size}, gancli precision "
-              f"{a.mixed_precision})")
+        print(f"ratio              {results['ratio']:.2f}x  (gancli infogan against the baseline)")
     return 0
 
 

@@ -14,6 +14,21 @@ def test_throughput_benchmark_runs_both_loops(mnist_raw):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    for side in ("baseline", "gancli"):
-        assert res[side]["images_per_s"] > 0 and res[side]["peak_host_mib"] > 0
-    assert res["ratio"] > 0 and res["settings"]["batch_size"] == 64
+    for r in (res["baseline"], res["gancli"]["infogan"]):
+        assert r["images_per_s"] > 0 and r["peak_host_mib"] > 0
+    assert res["ratio"] > 0
+    # gancli at the recipe's batch, the baseline at the texts' 64
+    assert res["baseline"]["batch_size"] == 64 and res["baseline"]["mixed_precision"] == "no"
+    assert res["gancli"]["infogan"]["batch_size"] == 256
+
+
+def test_throughput_benchmark_every_family(mnist_raw):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--data",
+                        str(mnist_raw), "--steps", "2", "--warmup", "2", "--device", "cpu",
+                        "--model", "all", "--only", "gancli", "--batch-size", "8", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert sorted(res["gancli"]) == ["cgan", "dcgan", "gan", "infogan"]
+    assert "baseline" not in res and "ratio" not in res
+    assert all(v["batch_size"] == 8 for v in res["gancli"].values())

@@ -24,7 +24,7 @@ def test_default_recipe_is_embedded_digits():
 def test_cli_overrides_win_and_none_is_ignored():
     cfg = resolve("infogan", "mnist", {"batch_size": 32, "lr_g": None, "steps": 10})
     assert cfg.train.batch_size == 32
-    assert cfg.train.lr_g == 1e-3          # recipe value kept: None means "not given"
+    assert cfg.train.lr_g == 2e-3          # recipe value kept: None means "not given"
     assert cfg.train.steps == 10 and cfg.train.epochs is None
     cfg = resolve("infogan", "mnist", {"epochs": 2.5})
     assert cfg.train.epochs == 2.5 and cfg.train.steps is None

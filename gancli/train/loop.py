@@ -20,7 +20,7 @@ from gancli.errors import GancliError
 from gancli.files import append_jsonl
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
-from gancli.train import fast
+from gancli.train import fast, ranks
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
@@ -64,6 +64,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     family = get_family(cfg.model)
     t = cfg.train
     accelerator, precision = make_accelerator(t, print_fn)
+    ranks.check_sync_bn(t, accelerator)
     main = accelerator.is_main_process
     say: Printer = print_fn if main else (lambda s: None)
     run_dir, saved = open_run(cfg, resume, accelerator)
@@ -72,7 +73,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     set_seed(t.seed, device_specific=True)
     data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
     spec = family.latent_spec(cfg)
-    G, D = family.build(cfg, spec)
+    G, D = ranks.sync_batchnorm(t, *family.build(cfg, spec))
     layout = fast.memory_format(t.channels_last, G, D)
     G, D = G.to(memory_format=layout), D.to(memory_format=layout)
     opt_g = fast.adam(G.parameters(), t.adam, accelerator.device, lr=t.lr_g, betas=(t.beta1, t.beta2))
@@ -108,6 +109,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     say(f"run: {run_dir}  model: {cfg.model}  data: {data.name} ({len(data)} images, "
         f"{batches.where})  steps: {start_step}->{n_steps}  "
         f"processes: {accelerator.num_processes}  precision: {precision}")
+    if ranks.semantics(t, accelerator):
+        say(ranks.semantics(t, accelerator))
 
     preview, preview_nrow = spec.preview(torch.Generator().manual_seed(t.seed))
     preview = {k: saved.extra.get(f"preview.{k}", v).to(accelerator.device)
@@ -153,8 +156,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 real = real.contiguous(memory_format=layout)   # free when already so (1 channel)
                 # ---- discriminator step (Q heads train here too)
                 latents = draw(real.shape[0], labels)
-                fake = G(latents)
-                d_loss, d_logs = family.d_loss(D, real, labels, fake.detach(), latents, cfg)
+                # One autocast region per phase: each weight is cast to half precision once
+                # for all of D's calls in it, not once per call (D runs 2-3 times here).
+                with accelerator.autocast():
+                    fake = G(latents)
+                    d_loss, d_logs = family.d_loss(D, real, labels, fake.detach(), latents, cfg)
                 opt_d.zero_grad(set_to_none=True)
                 accelerator.backward(d_loss)
                 opt_d.step()
@@ -162,10 +168,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 # ---- generator step(s): D frozen, called unwrapped (no gradient sync for it)
                 D_raw.requires_grad_(False)
                 for k in range(t.g_steps):
-                    if k > 0:
-                        latents = draw(real.shape[0], labels)
-                        fake = G(latents)
-                    g_loss, g_logs = family.g_loss(D_g, fake, latents, cfg)
+                    with accelerator.autocast():
+                        if k > 0:
+                            latents = draw(real.shape[0], labels)
+                            fake = G(latents)
+                        g_loss, g_logs = family.g_loss(D_g, fake, latents, cfg)
                     opt_g.zero_grad(set_to_none=True)
                     accelerator.backward(g_loss)
                     opt_g.step()
