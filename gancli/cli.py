@@ -195,9 +195,10 @@ def train(
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<model>-<recipe>)."),
     mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no, bf16, fp16, or auto (bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32; printed at start)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory for convolutional networks (on by default)."),
-    adam: Optional[str] = typer.Option(None, "--adam", help="Adam's implementation: auto (fused on CUDA, foreach elsewhere), plain, foreach or fused."),
+    adam: Optional[str] = typer.Option(None, "--adam", help="Adam's implementation: auto (fused on CUDA and the CPU, foreach elsewhere), plain, foreach or fused."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (off by default: slower on the CPUs measured)."),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="Train on the CPU even if a GPU is present."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="BatchNorm statistics over the batches of every GPU (SyncBatchNorm; CUDA only)."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of G's weights."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay"),
     sample_every: Optional[int] = typer.Option(None, "--sample-every"),
@@ -225,14 +226,14 @@ def train(
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
                      keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
-                     compile=compile_)
+                     compile=compile_, sync_bn=sync_bn)
     if resume:
         fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if fixed or recipe or data or limit:
             names = [f"--{k.replace('_', '-')}" for k in fixed] + \
                 [f for f, v in (("--recipe", recipe), ("--data", data), ("--limit", limit)) if v]
             raise GancliError(f"--resume continues a run with its own settings; {', '.join(names)} "
-                              f"cannot change (only --steps, --epochs, --keep-last, --on-nan can): "
+                              f"cannot change (only --steps, --epochs, --keep-last, --on-nan, --sync-bn can): "
                               f"start a new run instead")
         cfg = resume_config(resume, overrides)
         if cfg.model != model:

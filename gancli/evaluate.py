@@ -6,8 +6,9 @@ higher is better, else classifier_fd, lower is better; fid -> fid, lower is bett
 reference is a seeded subset of the training split of the same size as the generated set
 (`eval_samples`): figures compare steps of one run, not published FIDs.
 
-Only the main process evaluates and writes; every process then meets at a barrier, so ranks
-resume together and nobody waits inside a collective of a step the main process has not reached.
+Under several processes every process generates its share of the images (gancli.generate.
+generate_shared: the same latents, so the figure is the one-process figure), the main process
+scores them and writes; every process then meets at a barrier, so ranks resume together.
 """
 
 from __future__ import annotations
@@ -63,25 +64,36 @@ class Evaluator:
     # ------------------------------------------------------------------ hook
     def __call__(self, *, step: int, generator: nn.Module, checkpoint: Callable[..., Path],
                  accelerator: Any, run_dir: str | Path | None = None, **_: Any) -> None:
+        images = self._images(generator, accelerator.device)
         if accelerator.is_main_process:
-            self._evaluate(step, generator, checkpoint, accelerator.device, run_dir)
+            self._evaluate(step, generator, images, checkpoint, accelerator.device, run_dir)
         accelerator.wait_for_everyone()
 
-    def _evaluate(self, step: int, G: nn.Module, checkpoint: Callable[..., Path],
-                  device: torch.device, run_dir: str | Path | None) -> None:
-        run_dir = Path(run_dir) if run_dir is not None else None
-        if not self._resumed:
-            self._resumed = True
-            self.best = self._previous_best(run_dir)
+    def _images(self, G: nn.Module, device: torch.device) -> torch.Tensor:
+        """The evaluation's n images from the fixed latents, made by every process together."""
+        from gancli.generate import generate_shared
+
+        latents = self.spec.sample(self.n, torch.Generator().manual_seed(self.cfg.train.seed))
         was_training = G.training
         G.eval()
         devices = [device] if device.type == "cuda" else []
         try:
             # Evaluation must not move the training's random streams (DataLoaders draw seeds).
             with torch.random.fork_rng(devices=devices):
-                figures = self._figures(step, G, device)
+                return generate_shared(G, latents, device)
         finally:
             G.train(was_training)
+
+    def _evaluate(self, step: int, G: nn.Module, images: torch.Tensor,
+                  checkpoint: Callable[..., Path], device: torch.device,
+                  run_dir: str | Path | None) -> None:
+        run_dir = Path(run_dir) if run_dir is not None else None
+        if not self._resumed:
+            self._resumed = True
+            self.best = self._previous_best(run_dir)
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            figures = self._figures(step, G, images, device)
         value = figures.get(self.key)
         improved = value is not None and math.isfinite(value) and (
             self.best is None or (value > self.best if self.higher else value < self.best))
@@ -97,7 +109,8 @@ class Evaluator:
         self.say(f"eval step {step}: {self.key}={shown}"
                  + ("  (best so far: checkpoints/best)" if improved else ""))
 
-    def _figures(self, step: int, G: nn.Module, device: torch.device) -> dict[str, Any]:
+    def _figures(self, step: int, G: nn.Module, images: torch.Tensor,
+                 device: torch.device) -> dict[str, Any]:
         seed = self.cfg.train.seed  # the same latents at every evaluation: steps compare
         if self.metric == "score":
             from gancli.classifier import load_or_train
@@ -109,12 +122,11 @@ class Evaluator:
                 self.say(f"classifier test accuracy {self.classifier_info['accuracy']:.4f}")
             loaded = LoadedGenerator(G, self.spec, self.cfg, step, self.cfg.train.ema, Path())
             return score_generator(loaded, self.n, seed, device, self.classifier,
-                                   classifier_info=self.classifier_info)
-        from gancli.metrics import GeneratorInput, compute_metrics, recipe_reference
+                                   classifier_info=self.classifier_info, images=images)
+        from gancli.metrics import TensorImages, compute_metrics, recipe_reference
 
         ref = recipe_reference(self.cfg.data, "train", n=self.n)
-        res = compute_metrics(GeneratorInput(G, self.spec, self.n, seed), ref, ["fid"],
-                              device=device, seed=seed)
+        res = compute_metrics(TensorImages(images), ref, ["fid"], device=device, seed=seed)
         return {"kind": "fid", "model": self.cfg.model, "n": self.n, "seed": seed,
                 "ema": self.cfg.train.ema, "key_metric": "fid", "higher_is_better": False,
                 **res}

@@ -106,6 +106,33 @@ def generate(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
     return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
 
 
+def generate_shared(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
+                    batch_size: int = BATCH) -> torch.Tensor:
+    """generate() with the work split across the processes of a distributed run: each makes a
+    contiguous share of the n images and every process gets all n back, in order. Each image
+    depends only on its own latents (eval mode), so the result is the one-process result. Every
+    process must call it with the same latents."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return generate(G, latents, device, batch_size)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    n = latents["z"].shape[0]
+    per = -(-n // world)
+    lo, hi = min(n, rank * per), min(n, (rank + 1) * per)
+    mine = generate(G, {k: v[lo:hi] for k, v in latents.items()}, device, batch_size)
+    if mine.numel() == 0:   # a rank past the end still takes part, with an empty share
+        probe = generate(G, {k: v[:1] for k, v in latents.items()}, device, 1)
+        mine = probe[:0]
+    # NCCL moves only CUDA tensors; gloo takes CPU ones.
+    where = torch.device(device) if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((per, *mine.shape[1:]), dtype=torch.uint8, device=where)
+    padded[: mine.shape[0]] = mine.to(where)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts).cpu()[:n]
+
+
 def save_npz(path: str | Path, images: torch.Tensor, latents: Latents) -> Path:
     """images (uint8 N x C x H x W) and every latent array used, named by code."""
     arrays = {"images": images.numpy()}

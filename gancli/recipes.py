@@ -74,6 +74,7 @@ class TrainConfig:
     adam: str = "auto"               # auto | plain | foreach | fused (Adam's implementation)
     compile: bool = False            # torch.compile of G and D
     tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
+    sync_bn: bool = False            # SyncBatchNorm across GPUs (CUDA only)
     out: str | None = None
 
 

@@ -138,12 +138,14 @@ def _code_table(conf: np.ndarray, one_to_one: Mapping[int, int],
 def score_generator(loaded: LoadedGenerator, n: int = 10000, seed: int = 0,
                     device: torch.device | str = "cpu", classifier: Classifier | None = None, *,
                     classifier_info: Mapping[str, Any] | None = None, batch_size: int = 256,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None,
+                    images: torch.Tensor | None = None) -> dict[str, Any]:
     """Score a generator with the recipe classifier (trained and cached on first use).
 
     `loaded.generator` must be in eval mode. Returns a JSON-ready dict: the classifier's test
     accuracy, class shares, classifier_fd, and per family code_accuracy/code_purity/code_table
-    or label_agreement, plus key_metric and higher_is_better.
+    or label_agreement, plus key_metric and higher_is_better. `images`, when given, are the n
+    images of the latents drawn from `seed` (made already, e.g. across processes).
     """
     cfg = loaded.config
     check_labelled(cfg.data)
@@ -157,7 +159,8 @@ def score_generator(loaded: LoadedGenerator, n: int = 10000, seed: int = 0,
     spec = loaded.spec
 
     latents = spec.sample(n, torch.Generator().manual_seed(seed))
-    images = generate(loaded.generator, latents, device, batch_size)
+    if images is None:
+        images = generate(loaded.generator, latents, device, batch_size)
     if images.shape[1] != classifier.channels or images.shape[-1] != classifier.image_size:
         raise GancliError(f"the generator makes {images.shape[1]}x{images.shape[-1]}px images, "
                           f"the classifier takes {classifier.channels}x{classifier.image_size}px")
