@@ -194,6 +194,23 @@ def load_training_tensors(step_dir: Path) -> dict[str, torch.Tensor]:
     return load_tensors(f) if f.is_file() else {}
 
 
+def newest_run(root: str | Path = "runs") -> Path:
+    """The run under `root` (./runs by default) that changed last: the newest of its config,
+    metrics and checkpoints. What commands use when no RUN is named."""
+    root = Path(root)
+    runs = [d for d in root.iterdir() if (d / "config.json").is_file()] if root.is_dir() else []
+    if not runs:
+        raise GancliError(f"no run under ./{root.as_posix()}: train one first (gancli train "
+                          f"infogan) or name a RUN")
+
+    def changed(d: Path) -> float:
+        parts = [d / "config.json", d / "metrics.jsonl", d / "checkpoints"]
+        parts += [p for _, p in step_dirs(d)[-1:]]
+        return max(p.stat().st_mtime for p in parts if p.exists())
+
+    return max(runs, key=lambda d: (changed(d), d.name))
+
+
 def latest_step_dir(run_dir: Path) -> Path:
     dirs = step_dirs(run_dir)
     if not dirs:

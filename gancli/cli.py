@@ -126,6 +126,21 @@ def wrote(path: Path | str, what: str = "") -> None:
     out.print(escape(f"wrote {path}" + (f"  ({what})" if what else "")), soft_wrap=True)
 
 
+RUN_HELP = ("A run directory, a step directory or a generator file (default: the newest run "
+            "under ./runs).")
+
+
+def run_or_newest(run: Optional[str]) -> str:
+    """RUN as given, or the newest run under ./runs, said on stderr (stdout may be JSON)."""
+    if run is not None:
+        return run
+    from gancli.checkpoint import newest_run
+
+    path = newest_run()
+    typer.echo(f"using the newest run: {path}", err=True)
+    return str(path)
+
+
 OVERWRITE_HELP = ("Replace an --out that exists (a file, or a whole directory). Default outputs "
                   "inside the run directory are gancli's own and are always replaced.")
 
@@ -285,7 +300,7 @@ def _sample_kind(target: Path) -> str:
 @app.command()
 @friendly
 def sample(
-    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     n: int = typer.Option(64, "--n", help="Number of images."),
     seed: int = typer.Option(0, "--seed"),
     code: Optional[list[str]] = typer.Option(None, "--code", help="Fix a code: NAME=VALUE (repeatable), e.g. c1=3, c2=-1.5, z7=0."),
@@ -299,6 +314,7 @@ def sample(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
 ) -> None:
     """Draw samples: a grid (.png), single files (a directory) or images + latents (.npz)."""
+    run = run_or_newest(run)
     import math
 
     import torch
@@ -368,7 +384,7 @@ def sample(
 @app.command()
 @friendly
 def traverse(
-    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     code: str = typer.Option(..., "--code", "-c", help="The code to walk: a named code (c1, c2, label, ...) or a noise dimension zN."),
     value_range: tuple[float, float] = typer.Option((-2.0, 2.0), "--range", help="Range for a continuous code (may exceed the training range)."),
     steps: int = typer.Option(9, "--steps", help="Values for a continuous code (a categorical one walks all its values)."),
@@ -383,6 +399,7 @@ def traverse(
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
     """Vary one code and hold the rest: rows are noise draws, columns the code's values."""
+    run = run_or_newest(run)
     import torch
 
     from gancli.generate import check_count, check_seed, generate
@@ -477,7 +494,7 @@ def _seed_pairs(seeds: list[str] | None, rows: Optional[int]) -> list[tuple[int,
 @app.command()
 @friendly
 def interpolate(
-    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="A,B: walk from seed A's latents (exactly those of `sample --n 1 --seed A`) to seed B's. Repeat for more rows (--seeds 3,7 --seeds 1,2). Default 0,1."),
     steps: int = typer.Option(10, "--steps", help="Images per row, both ends included."),
     method: str = typer.Option("slerp", "--method", help="slerp (along the sphere where the noise lives) or lerp (a straight line)."),
@@ -492,6 +509,7 @@ def interpolate(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
 ) -> None:
     """Walk the latent space from one seed's draw to another's: a strip per pair of seeds."""
+    run = run_or_newest(run)
     import torch
 
     from gancli.generate import (check_count, check_memory, generate, image_bytes, latent_bytes,
@@ -591,7 +609,7 @@ def _figures_table(title: str, rows: list[tuple[str, str]]):
 @app.command()
 @friendly
 def fid(
-    source: str = typer.Argument(..., help="A run directory, step directory or generator file; or a folder of images (then --ref is needed)."),
+    source: Optional[str] = typer.Argument(None, help="A run directory, step directory or generator file (default: the newest run under ./runs); or a folder of images (then --ref is needed)."),
     ref: Optional[str] = typer.Option(None, "--ref", help="A folder of images as the reference (default: the run's recipe data)."),
     split: str = typer.Option("train", "--split", help="Which split of the recipe data is the reference: train or test."),
     ref_n: Optional[int] = typer.Option(None, "--ref-n", help="Reference images: a fixed random subset of this size (default: all, at most 50,000)."),
@@ -610,6 +628,7 @@ def fid(
     verbose: bool = typer.Option(False, "--verbose", help="Show torch-fidelity's own progress."),
 ) -> None:
     """FID, KID, Inception score and precision/recall (torch-fidelity) of a generator or a folder."""
+    source = run_or_newest(source)
     import os
 
     from gancli import metrics as M
@@ -678,7 +697,7 @@ def fid(
 @app.command()
 @friendly
 def score(
-    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     n: int = typer.Option(10000, "--n", help="Generated samples."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
@@ -687,6 +706,7 @@ def score(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Judge samples with the recipe classifier: code accuracy, label agreement, mode coverage."""
+    run = run_or_newest(run)
     from gancli.classifier import load_or_train
     from gancli.generate import (MAX_METRIC_SAMPLES, check_count, check_memory, check_seed,
                                  image_bytes, latent_bytes)
@@ -744,7 +764,7 @@ def score(
 @app.command()
 @friendly
 def export(
-    run: str = typer.Argument(..., help="A run directory, a step directory or a generator file."),
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (a model for onnxruntime; needs the export extra) or safetensors (the generator file alone, which sample, traverse, interpolate, fid and score take)."),
     output: Optional[str] = typer.Option(None, "--output", help="ONNX only: the image output, uint8 (NCHW, 0..255; the default) or float (NCHW, [-1, 1])."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output file (default <run>/export/generator.onnx or .safetensors)."),
@@ -753,6 +773,7 @@ def export(
     step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
 ) -> None:
     """Export the generator: an ONNX model (checked against torch in onnxruntime) or a generator file."""
+    run = run_or_newest(run)
     from gancli import export as E
 
     explicit = Path(out_path) if out_path else None
