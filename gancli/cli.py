@@ -213,6 +213,7 @@ def train(
     adam: Optional[str] = typer.Option(None, "--adam", help="Adam's implementation: auto (fused on CUDA and the CPU, foreach elsewhere), plain, foreach or fused."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (off by default: slower on the CPUs measured)."),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="Train on the CPU even if a GPU is present."),
+    log_with: Optional[str] = typer.Option(None, "--log-with", help="Experiment trackers through Accelerate, a comma list: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (TensorBoard writes under RUN/trackers/)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="BatchNorm statistics over the batches of every GPU (SyncBatchNorm; CUDA only)."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of G's weights."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay"),
@@ -241,15 +242,15 @@ def train(
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
                      keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
-                     compile=compile_, sync_bn=sync_bn)
+                     compile=compile_, sync_bn=sync_bn, log_with=log_with)
     if resume:
         fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if fixed or recipe or data or limit:
             names = [f"--{k.replace('_', '-')}" for k in fixed] + \
                 [f for f, v in (("--recipe", recipe), ("--data", data), ("--limit", limit)) if v]
             raise GancliError(f"--resume continues a run with its own settings; {', '.join(names)} "
-                              f"cannot change (only --steps, --epochs, --keep-last, --on-nan, --sync-bn can): "
-                              f"start a new run instead")
+                              f"cannot change (only --steps, --epochs, --keep-last, --on-nan, "
+                              f"--sync-bn, --log-with can): start a new run instead")
         cfg = resume_config(resume, overrides)
         if cfg.model != model:
             raise GancliError(f"{resume} is a {cfg.model} run, not {model}")

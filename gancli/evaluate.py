@@ -66,7 +66,8 @@ class Evaluator:
                  accelerator: Any, run_dir: str | Path | None = None, **_: Any) -> None:
         images = self._images(generator, accelerator.device)
         if accelerator.is_main_process:
-            self._evaluate(step, generator, images, checkpoint, accelerator.device, run_dir)
+            self._evaluate(step, generator, images, checkpoint, accelerator.device, run_dir,
+                           accelerator)
         accelerator.wait_for_everyone()
 
     def _images(self, G: nn.Module, device: torch.device) -> torch.Tensor:
@@ -86,7 +87,7 @@ class Evaluator:
 
     def _evaluate(self, step: int, G: nn.Module, images: torch.Tensor,
                   checkpoint: Callable[..., Path], device: torch.device,
-                  run_dir: str | Path | None) -> None:
+                  run_dir: str | Path | None, accelerator: Any = None) -> None:
         run_dir = Path(run_dir) if run_dir is not None else None
         if not self._resumed:
             self._resumed = True
@@ -105,6 +106,11 @@ class Evaluator:
         record.pop("confusion", None)  # the per-eval log stays one readable line
         if run_dir is not None:
             append_jsonl(run_dir / "metrics.jsonl", record)
+        if accelerator is not None:
+            from gancli.train import trackers
+
+            trackers.log(accelerator, {f"eval/{k}": v for k, v in record.items()
+                                       if k not in ("step", "time", "eval", "n", "seed")}, step)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         self.say(f"eval step {step}: {self.key}={shown}"
                  + ("  (best so far: checkpoints/best)" if improved else ""))

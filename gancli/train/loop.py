@@ -20,13 +20,13 @@ from gancli.errors import GancliError
 from gancli.files import append_jsonl
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
-from gancli.train import fast, ranks
+from gancli.train import fast, ranks, trackers
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
 from gancli.train.run import (Checkpoints, load_networks, open_run, prepare_run_dir,
                               rescale_position, restore_streams, total_steps)
-from gancli.viz import save_grid
+from gancli.viz import grid, save_grid
 
 Printer = Callable[[str], None]
 
@@ -48,6 +48,8 @@ def make_accelerator(t: TrainConfig, say: Printer) -> tuple[Accelerator, str]:
     # distributed set-up (PartialState) is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
+        # Trackers are named now; their directory (inside the run) is set once it is known.
+        log_with=trackers.parse(t.log_with) or None, project_dir=".",
         # cpu=True also on a GPU-less machine: Accelerate only sets up multi-process CPU (gloo)
         # training when told it runs on the CPU.
         cpu=cpu_only, mixed_precision=precision,
@@ -80,6 +82,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     opt_d = fast.adam(D.parameters(), t.adam, accelerator.device, lr=t.lr_d, betas=(t.beta1, t.beta2))
     if t.tf32:
         fast.enable_tf32(accelerator.device)
+    if accelerator.device.type == "cpu":
+        fast.keep_freed_memory()
     if saved.dir is not None:
         load_networks(saved, run_dir, G, D, opt_g, opt_d)
     G.to(accelerator.device)
@@ -111,6 +115,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         f"processes: {accelerator.num_processes}  precision: {precision}")
     if ranks.semantics(t, accelerator):
         say(ranks.semantics(t, accelerator))
+    trackers.start(accelerator, cfg, run_dir)
 
     preview, preview_nrow = spec.preview(torch.Generator().manual_seed(t.seed))
     preview = {k: saved.extra.get(f"preview.{k}", v).to(accelerator.device)
@@ -130,6 +135,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     def log(record: dict[str, Any]) -> None:
         if main:
             append_jsonl(run_dir / "metrics.jsonl", {**record, "time": time.time()})
+        trackers.log(accelerator, record, record["step"])
 
     def write_samples(step: int) -> None:
         net = ema.model if ema is not None else G_raw
@@ -139,6 +145,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
             imgs = to_uint8(net(preview))
         net.train(was_training)
         save_grid(imgs.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=preview_nrow)
+        if accelerator.trackers:
+            picture = grid(imgs.cpu(), preview_nrow)
+            trackers.log_grid(accelerator, picture.permute(1, 2, 0).numpy(), step)
 
     ckpts = Checkpoints(run_dir, cfg, accelerator, G=G_raw, D=D_raw, ema=ema, opt_g=opt_g,
                         opt_d=opt_d, batches=batches, generators=generators, preview=preview)

@@ -207,4 +207,4 @@ def resume_config(run: str | Path, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-RESUME_OVERRIDES = ("steps", "epochs", "keep_last", "on_nan", "sync_bn")
+RESUME_OVERRIDES = ("steps", "epochs", "keep_last", "on_nan", "sync_bn", "log_with")
