@@ -632,11 +632,14 @@ def fid(
     source = run_or_newest(source)
     import os
 
+    import torch
+
     from gancli import metrics as M
     from gancli.generate import pick_device
 
     from gancli.generate import (MAX_BATCH, MAX_METRIC_SAMPLES, check_count, check_memory,
-                                 check_seed, latent_bytes)
+                                 check_seed, generate_shared, image_bytes, join_processes,
+                                 latent_bytes, launch_device)
 
     wanted = M.parse_metrics(metrics)
     check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
@@ -650,11 +653,22 @@ def fid(
     say = err.print if json_out else out.print
     loaded = None
     if _is_generator_path(src):
-        loaded, dev = _load(source, ema, step, device)
+        loaded, dev = _load(source, ema, step, launch_device(device))
         # torch-fidelity pulls images batch by batch; the latents are drawn up front
         check_memory(latent_bytes(loaded.spec, n), f"the latents of {n:,} images", "a smaller --n")
         input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed)
         count = n
+        procs = join_processes(dev)
+        if procs.world > 1:
+            # Launched as several processes: each makes its share of the same images, the
+            # main one measures them (the features are torch-fidelity's, on one process).
+            data = loaded.config.data
+            check_memory(image_bytes(n, 3, data.image_size), f"{n:,} images", "a smaller --n")
+            latents = loaded.spec.sample(n, torch.Generator().manual_seed(seed))
+            images = generate_shared(loaded.generator, latents, dev, batch_size)
+            if not procs.main:
+                return
+            input1 = M.TensorImages(images)
     else:
         if ref is None:
             raise GancliError(f"{source} is a folder of images: name the reference with --ref FOLDER")
@@ -711,22 +725,33 @@ def score(
     from gancli.classifier import load_or_train
     from gancli.generate import (MAX_METRIC_SAMPLES, check_count, check_memory, check_seed,
                                  image_bytes, latent_bytes)
+    from gancli.generate import join_processes, launch_device
     from gancli.score import check_labelled, score_generator
 
     check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
     check_seed(seed)
     say = (lambda s: err.print(s, soft_wrap=True)) if json_out else \
         (lambda s: out.print(s, soft_wrap=True))
-    g, dev = _load(run, ema, step, device)
+    g, dev = _load(run, ema, step, launch_device(device))
+    # Launched as several processes, each makes its share of the images; the main one reports.
+    procs = join_processes(dev)
+    if not procs.main:
+        say = lambda s: None  # noqa: E731
     data = g.config.data
     # score holds every image it judges at once
     check_memory(image_bytes(n, data.channels, data.image_size) + latent_bytes(g.spec, n),
                  f"{n:,} images and their latents", "a smaller --n")
     check_labelled(g.config.data)
-    clf, info = load_or_train(g.config.data, dev, progress=say)
+    if procs.main:   # the main process trains and caches a missing classifier, alone
+        clf, info = load_or_train(g.config.data, dev, progress=say)
+    procs.barrier()
+    if not procs.main:
+        clf, info = load_or_train(g.config.data, dev, progress=say)
     say(f"classifier: test accuracy {info['accuracy']:.4f} on {info['test_name']}"
         + (" (cached)" if info.get("cached") else ""))
     res = score_generator(g, n, seed, dev, clf, classifier_info=info)
+    if not procs.main:
+        return
     _record_in_run(g.path, res)
     if json_out:
         typer.echo(json.dumps(res, sort_keys=True))

@@ -106,6 +106,48 @@ def generate(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
     return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
 
 
+class Processes:
+    """This process's place among the processes a command was launched as (torchrun or
+    `accelerate launch`); one process when it was started alone."""
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def launch_device(device: str | None) -> str | None:
+    """A launched process on a GPU machine takes the GPU of its local rank unless told."""
+    import os
+
+    if device is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def join_processes(device: torch.device | str) -> Processes:
+    """Under torchrun or `accelerate launch` (WORLD_SIZE > 1), join the process group (NCCL on
+    GPUs, gloo on the CPU) so that generate_shared splits the work; else one process."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size())
+
+
 def generate_shared(G: nn.Module, latents: Latents, device: torch.device | str = "cpu",
                     batch_size: int = BATCH) -> torch.Tensor:
     """generate() with the work split across the processes of a distributed run: each makes a

@@ -25,7 +25,7 @@ import torch
 from gancli.checkpoint import LoadedGenerator
 from gancli.classifier import Classifier, load_or_train, predict, to_input
 from gancli.errors import GancliError
-from gancli.generate import generate
+from gancli.generate import generate_shared
 from gancli.latent import Code, LatentSpec
 from gancli.matching import confusion, hungarian_accuracy, purity
 from gancli.metrics import TensorImages, compute_metrics, recipe_reference
@@ -159,8 +159,8 @@ def score_generator(loaded: LoadedGenerator, n: int = 10000, seed: int = 0,
     spec = loaded.spec
 
     latents = spec.sample(n, torch.Generator().manual_seed(seed))
-    if images is None:
-        images = generate(loaded.generator, latents, device, batch_size)
+    if images is None:   # split across processes when launched as several (else generate())
+        images = generate_shared(loaded.generator, latents, device, batch_size)
     if images.shape[1] != classifier.channels or images.shape[-1] != classifier.image_size:
         raise GancliError(f"the generator makes {images.shape[1]}x{images.shape[-1]}px images, "
                           f"the classifier takes {classifier.channels}x{classifier.image_size}px")

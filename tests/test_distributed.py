@@ -135,3 +135,27 @@ def test_sync_bn_converts_and_keeps_checkpoint_keys():
     assert any(isinstance(m, nn.SyncBatchNorm) for m in D2.modules())
     assert not any(type(m) in (nn.BatchNorm1d, nn.BatchNorm2d) for m in G2.modules())
     assert (set(G2.state_dict()), set(D2.state_dict())) == keys
+
+
+def test_score_launched_as_two_processes_equals_one(torchrun, recipe, tmp_path):
+    """`gancli score` under torchrun: each process makes half the images, the main one reports
+    the one-process figures; the other prints nothing."""
+    from gancli.classifier import load_or_train
+    from gancli.recipes import resolve
+
+    load_or_train(resolve("infogan", str(recipe)).data, "cpu", epochs=0.2)  # cached for both
+    run = tmp_path / "run"
+    assert invoke("train", "infogan", "--recipe", recipe, "--out", run, "--steps", "2",
+                  "--no-progress").exit_code == 0
+    alone = invoke("score", run, "--n", "30", "--json")
+    assert alone.exit_code == 0, alone.output
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python",
+                        # "--" ends torchrun's options: it would take --n for one of its own
+                        "--", str(BIN / "gancli"), "score", str(run), "--n", "30", "--json"],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 1                      # one report, from the main process
+    two, one = json.loads(lines[0]), json.loads(alone.stdout.strip().splitlines()[-1])
+    for key in ("code_accuracy", "class_shares", "classifier_fd", "n"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
