@@ -827,5 +827,48 @@ def export(
               soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- report
+
+
+@app.command()
+@friendly
+def report(
+    run: Optional[str] = typer.Argument(None, help="A run directory (default: the newest run under ./runs)."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .html file (default <run>/report.html)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    open_page: bool = typer.Option(False, "--open", help="Open the report in the default web browser."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where the latest checkpoint's pictures are made: cpu, cuda, cuda:1 (default: a GPU if present)."),
+) -> None:
+    """One self-contained HTML page about a run: what was trained, curves, samples over time,
+    traversals and an interpolation from the latest checkpoint, score and FID results."""
+    from gancli.generate import pick_device
+    from gancli.report import check_run, write_report
+
+    explicit = Path(out_path) if out_path else None
+    if explicit:
+        if explicit.suffix.lower() not in (".html", ".htm"):
+            raise GancliError(f"--out {explicit}: report writes an .html file")
+        check_outputs((explicit, False), overwrite=overwrite)
+    if run is None:
+        from gancli.checkpoint import newest_run
+
+        run = str(newest_run())
+        err.print(escape(f"using the newest run: {run}"), soft_wrap=True)
+    run_dir = check_run(run)
+    dev = pick_device(device)
+    target = explicit or run_dir / "report.html"
+    if not explicit:
+        check_outputs((target, False), overwrite=True)
+    res = write_report(run_dir, target, dev)
+    wrote(res["path"], f"{res['pictures']} pictures, {res['bytes'] / 2 ** 20:.1f} MiB, "
+                       f"self-contained")
+    if open_page:
+        import webbrowser
+
+        if not webbrowser.open(res["path"].resolve().as_uri()):
+            out.print(escape(f"no web browser found: open {res['path']} yourself"),
+                      soft_wrap=True)
+
+
 def main() -> None:
     app()
