@@ -10,8 +10,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from gancli.data.base import ImageData
-from gancli.data.folders import FolderImages
+from gancli.data.base import ImageData, LazySource
 from gancli.data.pixels import _cpus, _local_processes
 from gancli.errors import GancliError
 
@@ -132,22 +131,25 @@ class _TensorImages(torch.utils.data.Dataset):
 
 
 class StreamBatches:
-    """Batches streamed through a DataLoader: from a lazy :class:`FolderImages` (decoded in worker
-    processes) or from an :class:`ImageData` in host memory, pinned and copied to the device per
-    batch. Same interface, order and state as :class:`DeviceBatches`.
+    """Batches streamed through a DataLoader: from a :class:`LazySource` (a folder of files or a
+    ``datasets`` Arrow table, decoded in worker processes) or from an :class:`ImageData` in host
+    memory, pinned and copied to the device per batch. Same interface, order and state as
+    :class:`DeviceBatches`.
 
     Exact on resume: the batch sequence is a function of (seed, epoch, position, batch size,
     world size) alone, so a resumed run sees what an uninterrupted one would have seen (an
-    unreadable file's stand-in aside). Prefetched batches are not counted as consumed.
+    unreadable file's stand-in aside). Each rank reads only its own slice of every epoch's
+    permutation, so no two ranks read the same image in an epoch. Prefetched batches are not
+    counted as consumed.
     """
 
     mode = "stream"
 
-    def __init__(self, source: ImageData | FolderImages, batch_size: int, device: torch.device,
+    def __init__(self, source: ImageData | LazySource, batch_size: int, device: torch.device,
                  *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int | None = None, say: Callable[[str], None] | None = None) -> None:
         self.steps_per_epoch = _check_batch(len(source), batch_size, world_size)
-        self.lazy = isinstance(source, FolderImages)
+        self.lazy = isinstance(source, LazySource)
         self.dataset = source if self.lazy else _TensorImages(source)
         self.n = len(source)
         self.device = torch.device(device)
@@ -165,7 +167,8 @@ class StreamBatches:
     def where(self) -> str:
         w = self.num_workers
         how = f"{w} loader worker{'s' if w > 1 else ''}" if w else "host memory"
-        return f"streamed to {self.device} from {'files' if self.lazy else 'memory'} ({how})"
+        return (f"streamed to {self.device} from "
+                f"{self.dataset.stored if self.lazy else 'memory'} ({how})")
 
     def _start(self) -> Iterator[Any]:
         sampler = _RankBatches(self.n, self.batch_size, self.seed, self.rank, self.world_size,
@@ -258,29 +261,30 @@ def device_budget(device: torch.device | str) -> int:
     return host_budget()
 
 
-def data_bytes(source: ImageData | FolderImages) -> int:
+def data_bytes(source: ImageData | LazySource) -> int:
     """The uint8 size of a data set once decoded: N x C x H x W."""
-    if isinstance(source, FolderImages):
+    if isinstance(source, LazySource):
         return len(source) * source.channels * source.size ** 2
     return source.images.numel()
 
 
-def choose_mode(source: ImageData | FolderImages, device: torch.device | str, mode: str = "auto",
+def choose_mode(source: ImageData | LazySource, device: torch.device | str, mode: str = "auto",
                 budget: int | None = None) -> str:
     """"device" or "stream". A forced mode wins; "auto" keeps an in-memory set on the device
     when its decoded size fits `budget` (default :func:`device_budget`) and streams otherwise.
-    A lazily opened folder streams: it was left lazy because it does not fit in memory."""
+    A lazily opened source (folder, Arrow table) streams: it was left lazy because it does not
+    fit in memory."""
     if mode not in ("auto", "device", "stream"):
         raise GancliError(f"data.stream must be auto, device or stream, got '{mode}'")
     if mode != "auto":
         return mode
-    if isinstance(source, FolderImages):
+    if isinstance(source, LazySource):
         return "stream"
     limit = device_budget(device) if budget is None else budget
     return "device" if data_bytes(source) <= limit else "stream"
 
 
-def make_batches(source: ImageData | FolderImages, batch_size: int, device: torch.device | str,
+def make_batches(source: ImageData | LazySource, batch_size: int, device: torch.device | str,
                  *, seed: int = 0, rank: int = 0, world_size: int = 1, mode: str = "auto",
                  budget: int | None = None, num_workers: int | None = None,
                  say: Callable[[str], None] | None = None) -> DeviceBatches | StreamBatches:
@@ -294,7 +298,7 @@ def make_batches(source: ImageData | FolderImages, batch_size: int, device: torc
         for note in source.notes:
             say(f"note: {note}")
     if chosen == "device":
-        data = source.load() if isinstance(source, FolderImages) else source
+        data = source.load() if isinstance(source, LazySource) else source
         if say is not None and data is not source:
             for note in data.notes[len(source.notes):]:
                 say(f"note: {note}")

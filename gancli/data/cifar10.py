@@ -1,5 +1,6 @@
 """Data source `cifar10`: CIFAR-10's binary version or a folder of images in class subfolders
-(from --data DIR), else a HuggingFace download. Its python (pickle) version is refused."""
+(from --data DIR), else a HuggingFace download (read lazily from its Arrow files when large). Its
+python (pickle) version is refused."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 import torch
 
 from gancli.data.base import ImageData
-from gancli.data.common import load_hf
 from gancli.data.folders import FileIndex, decode_all, index_folder, local_dir
+from gancli.data.hub import HubIndex, open_hub
 from gancli.data.registry import folder_index, loader
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig
@@ -49,9 +50,11 @@ def read_cifar_bin(d: Path, split: str) -> ImageData:
 
 
 @folder_index("cifar10")
-def index_cifar10(cfg: DataConfig, split: str) -> FileIndex | None:
+def index_cifar10(cfg: DataConfig, split: str) -> FileIndex | HubIndex | None:
     d = local_dir(cfg)
-    if d is None or _cifar_subdir(d, "test_batch.bin", "cifar-10-batches-bin"):
+    if d is None:
+        return _hub(cfg, split)
+    if _cifar_subdir(d, "test_batch.bin", "cifar-10-batches-bin"):
         return None
     if _cifar_subdir(d, "data_batch_1", "cifar-10-batches-py"):
         # Unpickling runs whatever code the file names; gancli reads no pickle.
@@ -66,9 +69,13 @@ def load_cifar10(cfg: DataConfig, split: str) -> ImageData:
     """CIFAR-10: --data DIR (the binary version, or images in class subfolders), else the hub."""
     d = local_dir(cfg)
     if d is None:
-        return load_hf(cfg.hf_id or "uoft-cs/cifar10", split, "cifar10", cfg.env,
-                       image_key="img", label_key="label", cfg=cfg)
+        return _hub(cfg, split).decode(cfg)
     b = _cifar_subdir(d, "test_batch.bin", "cifar-10-batches-bin")
     if b is not None:
         return read_cifar_bin(b, split)
     return decode_all(index_cifar10(cfg, split).first(cfg.limit), cfg)
+
+
+def _hub(cfg: DataConfig, split: str) -> HubIndex:
+    return open_hub(cfg.hf_id or "uoft-cs/cifar10", split, "cifar10", cfg.env,
+                    image_key="img", label_key="label")

@@ -1,11 +1,11 @@
 """Helpers several data sources share: the IDX format MNIST and Fashion-MNIST ship in
 (:func:`read_idx`, :func:`find_idx`, :func:`load_idx_dir`) and the HuggingFace hub loader
-(:func:`load_hf`, with :func:`hub_offline_reason` to fail fast without a network)."""
+(:func:`load_hf`, which decodes a :mod:`gancli.data.hub` index into memory, with
+:func:`hub_offline_reason` to fail fast without a network)."""
 
 from __future__ import annotations
 
 import gzip
-import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from gancli.data.base import ImageData
-from gancli.data.folders import _first_line
-from gancli.data.pixels import _size_tag, _threads, prepare_image
+from gancli.data.pixels import _threads, prepare_image
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig
 
@@ -72,44 +71,16 @@ def load_idx_dir(directory: Path, split: str, name: str, class_names: list[str])
 def load_hf(hf_id: str, split: str, name: str, env: str | None,
             image_key: str | None = None, label_key: str | None = None, *,
             cfg: DataConfig | None = None, hint: str | None = None) -> ImageData:
-    """Download (or reuse the HuggingFace cache of) a hub data set with an image column.
+    """Download (or reuse the HuggingFace cache of) a hub data set with an image column, and
+    decode it into memory (:func:`gancli.data.hub.open_hub`, then :meth:`HubIndex.decode`).
 
     With `cfg`, each image is cropped, converted and resized as it is decoded
     (:func:`prepare_image`), so a set of large images never sits in memory at full size.
     `hint` replaces the default advice on supplying a local copy when the download fails.
     """
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise GancliError("the 'datasets' package is needed to download data") from None
-    hint = hint or ("supply a local copy with --data DIR" + (f" or ${env}" if env else ""))
-    import gancli.data as face      # read where it is patched (tests fake being online)
-    offline = face.hub_offline_reason(hf_id)
-    if offline:
-        raise GancliError(f"could not download '{hf_id}' ({offline}); {hint}")
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)       # its retry warnings would bury the one line below
-    try:
-        ds = datasets.load_dataset(hf_id, split=split)
-    except Exception as e:  # network, auth, missing split: all end the same way for a user
-        raise GancliError(f"could not download '{hf_id}' ({_first_line(e)}); {hint}") from None
-    finally:
-        hub_log.setLevel(level)
-    cols = ds.column_names
-    image_key = image_key or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
-    if image_key is None or image_key not in cols:
-        raise GancliError(f"'{hf_id}' has no image column (columns: {', '.join(cols)})")
-    label_key = label_key or next((c for c in ("label", "labels", "fine_label") if c in cols), None)
-    x = _hf_images(ds, image_key, cfg)
-    labels, num_classes, names = None, 0, None
-    if label_key is not None and label_key in cols:
-        labels = torch.as_tensor(np.asarray(list(ds[label_key]), dtype=np.int64))
-        feat = ds.features.get(label_key)
-        names = list(getattr(feat, "names", []) or []) or None
-        num_classes = len(names) if names else int(labels.max()) + 1
-    tag = f"-{_size_tag(cfg, bool(cfg.crop))}" if cfg is not None else ""
-    return ImageData(x, labels, num_classes, f"{name}-{split}{tag}", names)
+    from gancli.data.hub import open_hub   # hub builds on this module
+
+    return open_hub(hf_id, split, name, env, image_key, label_key, hint=hint).decode(cfg)
 
 
 def hub_offline_reason(hf_id: str) -> str | None:

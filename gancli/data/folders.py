@@ -11,12 +11,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from gancli.data.base import ImageData
+from gancli.data.base import ImageData, LazySource
 from gancli.data.pixels import _size_tag, _threads, decode_file
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig
@@ -46,6 +45,14 @@ class FileIndex:
         return dataclasses.replace(self, files=self.files[:n],
                                    labels=None if self.labels is None else self.labels[:n],
                                    name=f"{self.name}-first{n}")
+
+    def decode(self, cfg: DataConfig) -> ImageData:
+        """Every image decoded into memory (:func:`decode_all`)."""
+        return decode_all(self, cfg)
+
+    def lazy(self, cfg: DataConfig) -> "FolderImages":
+        """The images opened lazily, decoded file by file as batches are drawn."""
+        return FolderImages(self, cfg)
 
 
 def split_dir(root: Path, split: str) -> Path:
@@ -152,12 +159,14 @@ def _first_line(e: BaseException) -> str:
     return (s.splitlines()[0] if s else type(e).__name__)[:160]
 
 
-class FolderImages(torch.utils.data.Dataset):
+class FolderImages(LazySource):
     """A folder of image files decoded lazily, one file at a time, in DataLoader workers.
 
     Paths are kept in one numpy byte array rather than a list of str, so forked workers do not
     copy the list page by page as reference counts change.
     """
+
+    stored = "files"
 
     def __init__(self, index: FileIndex, cfg: DataConfig) -> None:
         self.root = str(index.root)
@@ -177,31 +186,11 @@ class FolderImages(torch.utils.data.Dataset):
     def path(self, i: int) -> str:
         return os.path.join(self.root, os.fsdecode(self.files[i]))
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return decode_file(self.path(i), self.size, self.channels, self.crop)
+    def describe(self, i: int) -> str:
+        return self.path(i)
 
-    def __getitems__(self, idx: Sequence[int]) -> tuple[torch.Tensor | None,
-                                                        torch.Tensor | None, list[str]]:
-        """A whole batch: (uint8 images, labels, paths that could not be read). An unreadable
-        file is replaced by a readable image of the same batch (with its label), so batches keep
-        their size; when none is readable the images are None."""
-        imgs: list[torch.Tensor | None] = []
-        bad: list[str] = []
-        for i in idx:
-            try:
-                imgs.append(self[i])
-            except Exception:
-                imgs.append(None)
-                bad.append(self.path(i))
-        good = [j for j, x in enumerate(imgs) if x is not None]
-        if not good:
-            return None, None, bad
-        src = list(range(len(idx)))
-        for k, j in enumerate(j for j, x in enumerate(imgs) if x is None):
-            src[j] = good[k % len(good)]
-        x = torch.stack([imgs[s] for s in src])
-        y = None if self.labels is None else self.labels[torch.tensor([idx[s] for s in src])]
-        return x, y, bad
+    def decode(self, i: int) -> torch.Tensor:
+        return decode_file(self.path(i), self.size, self.channels, self.crop)
 
     def load(self) -> ImageData:
         """Decode everything into memory (for the device-resident mode)."""
