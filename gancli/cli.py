@@ -226,6 +226,10 @@ def train(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory, exactly where its newest checkpoint left it (with a larger --steps/--epochs to extend it)."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", help="Keep only the K newest step checkpoints (0: all; best/ is always kept)."),
     on_nan: Optional[str] = typer.Option(None, "--on-nan", help="A non-finite loss or weight: stop (keep the last good checkpoint) or skip (roll back, halve the learning rates, go on)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Differentiable augmentation of every image D sees: none (default), diffaug (colour, translation, cutout), ada (the same with an adaptive probability) or a comma list of colour, translation, cutout."),
+    ada_target: Optional[float] = typer.Option(None, "--ada-target", help="--augment ada: the E[sign D(real)] the probability is steered to (default 0.6)."),
+    r1: Optional[float] = typer.Option(None, "--r1", help="R1 gradient penalty on real images, gamma (default 0: off)."),
+    r1_every: Optional[int] = typer.Option(None, "--r1-every", help="Apply R1 every K steps, scaled by K (lazy R1; default 1)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -242,7 +246,8 @@ def train(
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
                      keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
-                     compile=compile_, sync_bn=sync_bn, log_with=log_with)
+                     compile=compile_, sync_bn=sync_bn, log_with=log_with, augment=augment,
+                     ada_target=ada_target, r1=r1, r1_every=r1_every)
     if resume:
         fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if fixed or recipe or data or limit:

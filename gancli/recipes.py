@@ -30,6 +30,7 @@ ADAM_IMPLS = ("auto", "plain", "foreach", "fused")
 LOSSES = ("bce", "lsgan", "hinge")
 EVAL_METRICS = ("score", "fid")
 ON_NAN = ("stop", "skip")          # what a non-finite loss does: end the run, or roll back
+AUGMENT_GROUPS = ("colour", "translation", "cutout")   # --augment's ops (gancli.train.augment)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class TrainConfig:
     tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
     sync_bn: bool = False            # SyncBatchNorm across GPUs (CUDA only)
     log_with: str = ""               # Accelerate trackers, comma list: tensorboard, wandb, ...
+    augment: str = "none"            # none | diffaug | ada | a comma list of colour, translation, cutout
+    ada_target: float = 0.6          # ada: the E[sign D(real)] p is adjusted towards
+    r1: float = 0.0                  # R1 penalty's gamma on reals (0: off)
+    r1_every: int = 1                # lazy R1: every K steps (times K)
     out: str | None = None
 
 
@@ -302,13 +307,15 @@ TRAIN_RANGES = {
     "log_every": Range(1, 10 ** 9), "sample_every": Range(1, 10 ** 9),
     "checkpoint_every": Range(1, 10 ** 9), "eval_every": Range(0, 10 ** 9),
     "eval_samples": Range(1, 100_000),
+    "ada_target": Range(0, 1, True, True), "r1": Range(0, 1e9), "r1_every": Range(1, 1000),
 }
 DATA_RANGES = {
     "image_size": Range(1, 1024), "num_classes": Range(0, 100_000),
     "limit": Range(1, 10 ** 12), "crop": Range(1, 16_384),
 }
 _FLAGS = {"steps", "epochs", "batch_size", "lr_g", "lr_d", "g_steps", "seed", "ema_decay",
-          "log_every", "sample_every", "checkpoint_every", "eval_every"}
+          "log_every", "sample_every", "checkpoint_every", "eval_every", "ada_target", "r1",
+          "r1_every"}
 
 
 def _check_range(name: str, v: Any, r: Range) -> None:
@@ -351,5 +358,22 @@ def validate(cfg: Config) -> None:
     if t.eval_metric not in EVAL_METRICS:
         raise GancliError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, "
                           f"got '{t.eval_metric}'")
+    augment_policy(t.augment)
     if d.stream not in ("auto", "device", "stream"):
         raise GancliError(f"data.stream must be auto, device or stream, got '{d.stream}'")
+
+
+def augment_policy(policy: str) -> tuple[tuple[str, ...], bool]:
+    """(the op groups, whether their strength adapts) for an --augment value: none, diffaug
+    (colour, translation, cutout), ada (the same, applied with an adaptive probability) or a
+    comma list of colour, translation, cutout. One GancliError line for anything else."""
+    words = [w.strip().lower() for w in str(policy).split(",")] if isinstance(policy, str) else []
+    words = ["colour" if w == "color" else w for w in words]
+    if words == ["none"]:
+        return (), False
+    if words in (["diffaug"], ["ada"]):
+        return AUGMENT_GROUPS, words == ["ada"]
+    if words and all(w in AUGMENT_GROUPS for w in words) and len(set(words)) == len(words):
+        return tuple(words), False
+    raise GancliError(f"--augment must be none, diffaug, ada or a comma list of "
+                      f"{', '.join(AUGMENT_GROUPS)}; got {_shown(policy)}")

@@ -98,6 +98,22 @@ def test_resume_is_bit_exact(model, stream, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 18
 
 
+def test_resume_is_bit_exact_with_ada_and_lazy_r1(tmp_path):
+    """--augment ada draws from its own generator and carries p (and the signal gathered since
+    its last adjustment) in state.json; lazy R1 follows the global step."""
+    rec = recipe(tmp_path)
+    over = {"augment": "ada", "r1": 1.0, "r1_every": 3}
+    straight = run("dcgan", rec, tmp_path / "straight", 18, **over)
+    parted = run("dcgan", rec, tmp_path / "parted", 11, **over)
+    saved = json.loads((step_dirs(parted)[-1][1] / "state.json").read_text())["augment"]
+    assert saved["p"] > 0 and saved["seen"] == 11 % 4
+    resume(parted, 18)
+    assert_identical(straight, parted)
+    p = [json.loads((step_dirs(r)[-1][1] / "state.json").read_text())["augment"]["p"]
+         for r in (straight, parted)]
+    assert p[0] == p[1] > saved["p"]
+
+
 def test_resume_twice_and_preview_grids_match(tmp_path):
     rec = recipe(tmp_path)
     straight = run("infogan", rec, tmp_path / "straight", 18)

@@ -134,9 +134,12 @@ def g_adversarial(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def d_figures(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Logs:
-    """D's mean belief on real and fake: the first thing to look at when a run goes wrong."""
+    """D's mean belief on real and fake: the first thing to look at when a run goes wrong; and
+    the fraction of its outputs on reals that are positive (ADA's overfitting signal: near 1, D
+    has memorised the training set)."""
     return {"d_real": torch.sigmoid(real_logits.detach().float()).mean(),
-            "d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+            "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+            "d_real_positive": (real_logits.detach() > 0).float().mean()}
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

@@ -20,7 +20,7 @@ from gancli.errors import GancliError
 from gancli.files import append_jsonl
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
-from gancli.train import fast, ranks, trackers
+from gancli.train import augment, fast, ranks, trackers
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
@@ -123,6 +123,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     noise_gen = torch.Generator(device=accelerator.device).manual_seed(
         t.seed * 7919 + accelerator.process_index * 104729)
     generators = {"noise": noise_gen}
+    # --augment: every image D sees goes through `aug` (D_aug, D_g_aug); --r1: a term in D's loss.
+    aug, r1 = augment.from_config(t, accelerator.device, accelerator.process_index,
+                                  saved.state.get("augment"), D_raw, spec.label_code is not None)
+    D_aug, D_g_aug = augment.wrap(D, aug), augment.wrap(D_g, aug)
+    if aug.active:
+        generators["augment"] = aug.generator
     if accelerator.scaler is not None and saved.state.get("scaler"):
         accelerator.scaler.load_state_dict(saved.state["scaler"])
     counters = {"scaler_skipped": 0, "nan_rollbacks": 0, **saved.state.get("counters", {})}
@@ -150,7 +156,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
             trackers.log_grid(accelerator, picture.permute(1, 2, 0).numpy(), step)
 
     ckpts = Checkpoints(run_dir, cfg, accelerator, G=G_raw, D=D_raw, ema=ema, opt_g=opt_g,
-                        opt_d=opt_d, batches=batches, generators=generators, preview=preview)
+                        opt_d=opt_d, batches=batches, generators=generators, preview=preview,
+                        augment=aug)
     guard = Guard(t.on_nan, accelerator,
                   {"G": G_raw, "D": D_raw, **({"ema": ema.model} if ema is not None else {})},
                   {"g": opt_g.optimizer, "d": opt_d.optimizer}, ema, counters, log, say)
@@ -169,7 +176,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 # for all of D's calls in it, not once per call (D runs 2-3 times here).
                 with accelerator.autocast():
                     fake = G(latents)
-                    d_loss, d_logs = family.d_loss(D, real, labels, fake.detach(), latents, cfg)
+                    d_loss, d_logs = family.d_loss(D_aug, real, labels, fake.detach(), latents, cfg)
+                    d_loss = d_loss + r1(step, real, labels)
                 opt_d.zero_grad(set_to_none=True)
                 accelerator.backward(d_loss)
                 opt_d.step()
@@ -181,7 +189,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                         if k > 0:
                             latents = draw(real.shape[0], labels)
                             fake = G(latents)
-                        g_loss, g_logs = family.g_loss(D_g, fake, latents, cfg)
+                        g_loss, g_logs = family.g_loss(D_g_aug, fake, latents, cfg)
                     opt_g.zero_grad(set_to_none=True)
                     accelerator.backward(g_loss)
                     opt_g.step()
@@ -192,8 +200,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 step += 1
 
                 # ---- figures stay on the device; they are read once per log window
+                extra = {**r1.figures(), **aug.update(d_logs.get("d_real_positive"), real.shape[0])}
                 figures = {k: v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
-                           for k, v in {**d_logs, **g_logs}.items()}
+                           for k, v in {**d_logs, **g_logs, **extra}.items()}
                 guard.observe(step, figures)
                 window.add(figures, real.shape[0])
                 last = step == n_steps

@@ -144,8 +144,10 @@ class Checkpoints:
 
     def __init__(self, run_dir: Path, cfg: Config, accelerator: Accelerator, *, G: nn.Module,
                  D: nn.Module, ema: EMA | None, opt_g: Any, opt_d: Any, batches: Any,
-                 generators: dict[str, torch.Generator], preview: dict[str, torch.Tensor]) -> None:
+                 generators: dict[str, torch.Generator], preview: dict[str, torch.Tensor],
+                 augment: Any = None) -> None:
         self.run_dir, self.cfg, self.accelerator = run_dir, cfg, accelerator
+        self.augment = augment      # --augment ada's strength p, continued on resume
         self.G, self.D, self.ema, self.opt_g, self.opt_d = G, D, ema, opt_g, opt_d
         self.batches, self.generators, self.preview = batches, generators, preview
         self.last: Path | None = None
@@ -157,7 +159,11 @@ class Checkpoints:
                             "world_size": self.accelerator.num_processes},
                 "ema_updates": self.ema.updates if self.ema is not None else 0,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "counters": counters}
+                "counters": counters, **self._augment_state()}
+
+    def _augment_state(self) -> dict[str, Any]:
+        adaptive = self.augment is not None and self.augment.adaptive
+        return {"augment": self.augment.state_dict()} if adaptive else {}
 
     def save(self, step: int, counters: dict[str, Any], name: str | None = None) -> Path | None:
         snap = rng.capture(self.generators)
