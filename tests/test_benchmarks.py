@@ -32,3 +32,16 @@ def test_throughput_benchmark_every_family(mnist_raw):
     assert sorted(res["gancli"]) == ["cgan", "dcgan", "gan", "infogan"]
     assert "baseline" not in res and "ratio" not in res
     assert all(v["batch_size"] == 8 for v in res["gancli"].values())
+
+
+def test_little_data_benchmark_trains_and_scores(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "little_data.py"), "--recipe",
+                        "digits", "--limit", "64", "--steps", "2", "--models", "dcgan",
+                        "--augment", "none,ada", "--seeds", "0", "--n", "200", "--device", "cpu",
+                        "--out", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)
+    assert [(x["model"], x["augment"]) for x in rows] == [("dcgan", "none"), ("dcgan", "ada")]
+    assert all(x["classifier_fd"] > 0 for x in rows)
+    assert rows[0]["aug_p"] is None and 0 <= rows[1]["aug_p"] <= 1
