@@ -711,7 +711,7 @@ def test_resume_missing_optimizer(run_copy):
 
 @pytest.mark.parametrize("args,needle", [
     (["sample", "RUN", "--n", "abc"], "Invalid value for '--n'"),
-    (["sample"], "Missing argument"),
+    (["train"], "Missing argument"),
     (["nosuchcommand"], "No such command"),
     (["sample", "RUN", "--bogus"], "No such option: --bogus"),
     (["traverse", "RUN", "--code", "c2", "--range", "1"], "'--range' requires 2 arguments"),

@@ -85,8 +85,9 @@ class FakeAccelerator:
 def _scripted(monkeypatch, cfg, values):
     ev = make_evaluator(cfg, print_fn=lambda s: None)
     it = iter(values)
-    monkeypatch.setattr(ev, "_figures", lambda step, G, device: {"kind": ev.metric,
-                                                                  ev.key: next(it)})
+    monkeypatch.setattr(ev, "_images", lambda G, device: None)   # made by every process
+    monkeypatch.setattr(ev, "_figures", lambda step, G, images, device: {"kind": ev.metric,
+                                                                          ev.key: next(it)})
     return ev
 
 
@@ -127,15 +128,29 @@ def test_best_follows_the_metric_direction_and_survives_resume(tmp_path, monkeyp
     assert saved == [1, 3]  # higher accuracy is better
 
 
-def test_other_processes_only_wait(tmp_path, eval_recipe):
-    ev = make_evaluator(resolve("infogan", str(eval_recipe), {"eval_every": 1}))
+def test_other_processes_make_their_share_then_wait(tmp_path, eval_recipe, monkeypatch):
+    """A non-main process takes part in generating the images (generate_shared), then waits:
+    it scores nothing, writes nothing and keeps no checkpoint."""
+    import gancli.generate
+    from gancli.models import get_family
+
+    cfg = resolve("infogan", str(eval_recipe), {"eval_every": 1})
+    family = get_family("infogan")
+    G, _ = family.build(cfg, family.latent_spec(cfg))
+    made = []
+    real = gancli.generate.generate_shared
+    monkeypatch.setattr(gancli.generate, "generate_shared",
+                        lambda *a, **k: made.append(1) or real(*a, **k))
+    ev = make_evaluator(cfg)
+    monkeypatch.setattr(ev, "_figures", lambda *a: pytest.fail("a non-main process scored"))
     acc = FakeAccelerator(main=False)
 
     def never(*a, **k):
         raise AssertionError("a non-main process wrote a checkpoint")
 
-    ev(step=1, generator=None, checkpoint=never, accelerator=acc, run_dir=tmp_path)
-    assert acc.waits == 1 and not (tmp_path / "metrics.jsonl").exists()
+    ev(step=1, generator=G, checkpoint=never, accelerator=acc, run_dir=tmp_path)
+    assert made == [1] and acc.waits == 1 and not (tmp_path / "metrics.jsonl").exists()
+    assert G.training   # its training mode is put back
 
 
 def test_evaluator_refuses_before_training(tmp_path, eval_recipe, monkeypatch):

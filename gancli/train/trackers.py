@@ -65,7 +65,7 @@ def log(accelerator: Accelerator, record: dict[str, Any], step: int) -> None:
     values = {k: v for k, v in record.items()
               if k not in ("step", "time", "eval") and isinstance(v, (int, float))
               and not isinstance(v, bool)}
-    if values and accelerator.trackers:
+    if values and getattr(accelerator, "trackers", None):
         accelerator.log(values, step=step)
 
 
