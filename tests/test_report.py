@@ -34,8 +34,14 @@ def family_run(request, tmp_path_factory):
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:
-    """The session's runs are shared: each test reports on its own copy."""
-    return Path(shutil.copytree(run, tmp_path / "run"))
+    """The session's runs are shared: each test reports on its own copy, with only the training
+    records (other tests' `gancli score`/`fid` append their results to the shared run)."""
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    metrics = copy / "metrics.jsonl"
+    if metrics.exists():
+        lines = [x for x in metrics.read_text().splitlines() if '"kind"' not in x]
+        metrics.write_text("".join(f"{x}\n" for x in lines))
+    return copy
 
 
 def files(run: Path) -> dict[str, bytes]:
