@@ -41,7 +41,8 @@ class Progress:
         if ips is not None:
             fields["ips"] = f"{ips:,.0f} img/s"
         if logs:
-            keys = [k for k in ("d_loss", "g_loss", "d_real", "d_fake", "info_ce", "c1_acc")
+            keys = [k for k in ("d_loss", "g_loss", "d_real", "d_fake", "info_ce", "c1_acc",
+                                "aug_p", "r1")
                     if k in logs] or list(logs)[:4]
             fields["losses"] = " ".join(f"{k}={logs[k]:.3f}" for k in keys)
         self.progress.update(self.task, completed=step, **fields)
