@@ -198,7 +198,7 @@ def train(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r",
                                          help="Recipe name or .toml path (default: digits, the "
                                               "data set that ships with the install)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data set (a directory)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data set: a directory (IDX files, a folder of images, a datasets save_to_disk or parquet directory), a .parquet file, or for the hf recipe a hub id."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides --epochs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
