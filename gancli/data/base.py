@@ -7,7 +7,7 @@ gancli.data, so every other module here can use it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -67,10 +67,16 @@ class LazySource(torch.utils.data.Dataset):
 
     def decode_batch(self, idx: Sequence[int]) -> list[torch.Tensor | None]:
         """The images of `idx`, None for each that cannot be read."""
+        return self.tolerant(self.decode, idx)
+
+    @staticmethod
+    def tolerant(decode: Callable[[Any], torch.Tensor],
+                 items: Iterable[Any]) -> list[torch.Tensor | None]:
+        """decode(item) for each item, None where it fails."""
         out: list[torch.Tensor | None] = []
-        for i in idx:
+        for x in items:
             try:
-                out.append(self.decode(i))
+                out.append(decode(x))
             except Exception:  # any decoder failure means the same: this image cannot be used
                 out.append(None)
         return out

@@ -120,13 +120,7 @@ class HFImages(LazySource):
             values = self.ds[[int(i) for i in idx]][self.key]     # one fetch for the batch
         except Exception:
             return super().decode_batch(idx)                      # then row by row
-        out: list[torch.Tensor | None] = []
-        for v in values:
-            try:
-                out.append(self._prepare(v))
-            except Exception:  # any decoder failure means the same: this image cannot be used
-                out.append(None)
-        return out
+        return self.tolerant(self._prepare, values)
 
     def describe(self, i: int) -> str:
         return f"row {i} of {self.index.name}"
