@@ -1,7 +1,8 @@
 """Run under torchrun by tests/test_distributed.py (not a test module).
 
-    dist_worker.py train RECIPE OUT STEPS EVAL_EVERY DIGESTS   # gancli's loop; each rank writes
-        DIGESTS/rank-R.json: a digest of G's and D's parameters at every step checkpoint
+    dist_worker.py train RECIPE OUT STEPS EVAL_EVERY DIGESTS [AUGMENT]   # gancli's loop; each
+        rank writes DIGESTS/rank-R.json: a digest of G's and D's parameters at every step
+        checkpoint (and ADA's p there, under --augment ada)
     dist_worker.py generate N OUT                              # generate_shared vs generate
 """
 
@@ -23,7 +24,8 @@ def digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def train_main(recipe: str, out: str, steps: str, eval_every: str, digests: str) -> None:
+def train_main(recipe: str, out: str, steps: str, eval_every: str, digests: str,
+               augment: str = "none") -> None:
     from gancli.evaluate import make_evaluator
     from gancli.recipes import resolve
     from gancli.train import run as run_mod
@@ -36,11 +38,14 @@ def train_main(recipe: str, out: str, steps: str, eval_every: str, digests: str)
     def spying_save(self, step, counters, name=None):
         if name is None:
             seen[step] = {"G": digest(self.G), "D": digest(self.D)}
+            if self.augment is not None and self.augment.adaptive:
+                seen[step]["p"] = float(self.augment.p)
         return save(self, step, counters, name)
 
     run_mod.Checkpoints.save = spying_save
     cfg = resolve("infogan", recipe, {"out": out, "steps": int(steps),
-                                      "eval_every": int(eval_every) or None})
+                                      "eval_every": int(eval_every) or None,
+                                      "augment": augment})
     evaluator = make_evaluator(cfg) if int(eval_every) else None
     train(cfg, progress=False, evaluator=evaluator)
     Path(digests).mkdir(parents=True, exist_ok=True)

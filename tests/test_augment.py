@@ -106,6 +106,39 @@ def test_ada_p_rises_when_d_overfits_and_falls_otherwise():
     assert float(ada.p) == 0                # clamped to [0, 1]
 
 
+def test_ada_p_follows_every_ranks_reals_and_images():
+    def run(reduce_mean, world_size):
+        ada = A.Augment("ada", gen(), target=0.6, speed_images=1000, interval=4,
+                        reduce_mean=reduce_mean, world_size=world_size)
+        for _ in range(8):                  # this rank's D: positive on every real
+            ada.update(torch.tensor(1.0), 10)
+        return float(ada.p)
+
+    alone = run(None, 1)
+    assert alone == pytest.approx(0.08)
+    # another rank that agrees: the same sign, twice the images
+    assert run(lambda x: x.clone(), 2) == pytest.approx(2 * alone)
+    # another rank whose D is positive on no real: the mean r is 0 < 0.6, so p stays at 0
+    assert run(lambda x: (x + 0) / 2, 2) == 0
+
+
+def test_a_rollback_takes_p_back_with_the_weights():
+    from gancli.train.guard import LastGood
+
+    ada = A.Augment("ada", gen(), speed_images=1000)
+    for _ in range(8):
+        ada.update(torch.tensor(1.0), 16)
+    kept = ada.state_dict()
+    net, opt = torch.nn.Linear(2, 2), {}
+    good = LastGood()
+    good.take(8, {"n": net}, opt, 0, {"augment": ada})
+    for _ in range(40):
+        ada.update(torch.tensor(1.0), 16)
+    assert ada.state_dict() != kept
+    good.restore({"n": net}, opt, {"augment": ada})
+    assert ada.state_dict() == kept
+
+
 def test_ada_state_round_trips():
     ada = A.Augment("ada", gen(), speed_images=1000)
     for _ in range(9):

@@ -90,14 +90,15 @@ def test_two_nodes_on_localhost(torchrun, recipe, tmp_path):
     procs = [subprocess.Popen([str(torchrun), "--nnodes", "2", "--nproc_per_node", "1",
                                "--node_rank", str(rank), "--master_addr", "127.0.0.1",
                                "--master_port", str(port), str(WORKER), "train", str(recipe),
-                               str(out), "4", "0", str(digests)],
+                               str(out), "4", "0", str(digests), "ada"],
                               cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "processes: 2" in logs[0] and "run: " not in logs[1]   # node 1 prints nothing
     d0, d1 = _digests(digests, 2)
-    assert d0 == d1 and sorted(d0) == ["2", "4"]
+    assert d0 == d1 and sorted(d0) == ["2", "4"]   # weights and ADA's p (reduced over ranks)
+    assert "p" in d0["4"]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["nodes"]
     assert invoke("sample", out, "--n", "4", "--out", tmp_path / "s.png").exit_code == 0
 

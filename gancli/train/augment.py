@@ -118,13 +118,18 @@ class Augment:
     """The augmentation of D's inputs (callable on a batch) and, for ``ada``, its strength p.
 
     ``observe`` takes each step's fraction of positive outputs on reals (a device tensor, summed
-    on the device); ``adjust`` moves p from them. Both stay on the device: no step reads back."""
+    on the device); ``adjust`` moves p from them. Both stay on the device: no step reads back.
+    Under several processes ``reduce_mean`` averages the sum over ranks at each adjustment and p
+    moves by every rank's images (``world_size``), so all ranks hold the same p."""
 
     def __init__(self, policy: str, generator: torch.Generator, *, target: float = 0.6,
-                 speed_images: float = ADA_SPEED_IMAGES, interval: int = ADA_INTERVAL) -> None:
+                 speed_images: float = ADA_SPEED_IMAGES, interval: int = ADA_INTERVAL,
+                 reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 world_size: int = 1) -> None:
         self.ops, self.adaptive = parse_policy(policy)
         self.generator, self.target = generator, float(target)
         self.speed_images, self.interval = float(speed_images), int(interval)
+        self.reduce_mean, self.world_size = reduce_mean, int(world_size)
         device = generator.device
         self.p = torch.zeros((), device=device) if self.adaptive else torch.ones((), device=device)
         self.positive = torch.zeros((), device=device)   # summed since the last adjustment
@@ -150,8 +155,9 @@ class Augment:
     def adjust(self) -> None:
         if not self.adaptive or self.seen == 0:
             return
-        r = 2 * self.positive / self.seen - 1                   # E[sign D(real)]
-        step = torch.sign(r - self.target) * (self.images / self.speed_images)
+        positive = self.positive if self.reduce_mean is None else self.reduce_mean(self.positive)
+        r = 2 * positive / self.seen - 1                        # E[sign D(real)]
+        step = torch.sign(r - self.target) * (self.images * self.world_size / self.speed_images)
         self.p = (self.p + step).clamp(0.0, 1.0)
         self.positive = torch.zeros_like(self.positive)
         self.seen, self.images = 0, 0
@@ -232,11 +238,14 @@ class R1:
 
 
 def from_config(t: Any, device: torch.device, rank: int, saved: dict[str, Any] | None,
-                D: nn.Module, conditional: bool) -> tuple[Augment, R1]:
+                D: nn.Module, conditional: bool, *, world_size: int = 1,
+                reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[Augment, R1]:
     """The run's augmentation (inactive for --augment none) and R1 term, with p as the
     checkpoint left it. The augmentation's generator is seeded like the noise's, apart from it."""
     gen = torch.Generator(device=device).manual_seed(t.seed * 7919 + rank * 104729 + 1)
-    aug = Augment(t.augment, gen, target=t.ada_target)
+    aug = Augment(t.augment, gen, target=t.ada_target, world_size=world_size,
+                  reduce_mean=reduce_mean if world_size > 1 else None)
     if saved and aug.adaptive:
         aug.load_state_dict(saved)
     return aug, R1(t.r1, t.r1_every, wrap(D, aug), conditional, device)

@@ -146,16 +146,21 @@ class LastGood:
         self._state: dict[str, Any] = {}
 
     def take(self, step: int, modules: dict[str, nn.Module],
-             optimizers: dict[str, torch.optim.Optimizer], ema_updates: int) -> None:
+             optimizers: dict[str, torch.optim.Optimizer], ema_updates: int,
+             others: dict[str, Any] | None = None) -> None:
         self.step = step
         self._state = {"modules": {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
                                    for k, m in modules.items()},
                        "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in optimizers.items()},
+                       "others": {k: copy.deepcopy(o.state_dict()) for k, o in (others or {}).items()},
                        "ema_updates": ema_updates}
 
     def restore(self, modules: dict[str, nn.Module],
-                optimizers: dict[str, torch.optim.Optimizer]) -> int:
+                optimizers: dict[str, torch.optim.Optimizer],
+                others: dict[str, Any] | None = None) -> int:
         """Load the copy back (learning rates are left as they are now); returns EMA updates."""
+        for k, o in (others or {}).items():
+            o.load_state_dict(copy.deepcopy(self._state["others"][k]))
         for k, m in modules.items():
             m.load_state_dict(self._state["modules"][k])
         for k, o in optimizers.items():
@@ -178,8 +183,9 @@ class Guard:
     def __init__(self, on_nan: str, accelerator: Any, nets: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], ema: Any,
                  counters: dict[str, int], log: Callable[[dict[str, Any]], None],
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], others: dict[str, Any] | None = None) -> None:
         self.accelerator, self.nets, self.optimizers, self.ema = accelerator, nets, optimizers, ema
+        self.others = others or {}   # more state a step changes (state_dict/load_state_dict): ADA's p
         self.counters, self.log, self.say = counters, log, say
         self.faults = FaultWatch(accelerator.device)
         self.last_good = LastGood() if on_nan == "skip" else None
@@ -191,7 +197,7 @@ class Guard:
         """Remember the state after `step` as good (only under skip: it costs a copy)."""
         if self.last_good is not None:
             self.last_good.take(step, self.nets, self.optimizers,
-                                self.ema.updates if self.ema is not None else 0)
+                                self.ema.updates if self.ema is not None else 0, self.others)
 
     def healthy(self, step: int, figures: Callable[[], dict[str, float]], last_checkpoint: Any,
                 check_weights: bool = False) -> bool:
@@ -213,7 +219,7 @@ class Guard:
             raise NonFinite(f"step {bad_step}: non-finite {what} again after {MAX_ROLLBACKS} "
                             f"rollbacks; training stopped (last good checkpoint: "
                             f"{last_checkpoint or 'none'})")
-        updates = self.last_good.restore(self.nets, self.optimizers)
+        updates = self.last_good.restore(self.nets, self.optimizers, self.others)
         if self.ema is not None:
             self.ema.updates = updates
         lrs = []

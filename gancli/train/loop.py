@@ -125,7 +125,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     generators = {"noise": noise_gen}
     # --augment: every image D sees goes through `aug` (D_aug, D_g_aug); --r1: a term in D's loss.
     aug, r1 = augment.from_config(t, accelerator.device, accelerator.process_index,
-                                  saved.state.get("augment"), D_raw, spec.label_code is not None)
+                                  saved.state.get("augment"), D_raw, spec.label_code is not None,
+                                  world_size=accelerator.num_processes,
+                                  reduce_mean=lambda x: accelerator.reduce(x, reduction="mean"))
     D_aug, D_g_aug = augment.wrap(D, aug), augment.wrap(D_g, aug)
     if aug.active:
         generators["augment"] = aug.generator
@@ -160,7 +162,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                         augment=aug)
     guard = Guard(t.on_nan, accelerator,
                   {"G": G_raw, "D": D_raw, **({"ema": ema.model} if ema is not None else {})},
-                  {"g": opt_g.optimizer, "d": opt_d.optimizer}, ema, counters, log, say)
+                  {"g": opt_g.optimizer, "d": opt_d.optimizer}, ema, counters, log, say,
+                  others={"augment": aug} if aug.adaptive else {})
     window, last_logs = Window(), {}
     bar = Progress(progress and main, n_steps, start_step)
     step = start_step
