@@ -3,7 +3,8 @@ scored by `gancli score`.
 
 Usage: python benchmarks/little_data.py [--data MNIST_RAW_DIR] [--recipe mnist] [--limit 2000]
        [--steps 3000] [--models dcgan,cgan] [--augment none,diffaug,ada] [--seeds 0,1,2]
-       [--n 10000] [--device cuda] [--out DIR] [--json] [-- EXTRA TRAIN OPTIONS]
+       [--n 10000] [--device cuda] [--eval-every K] [--parallel P] [--out DIR] [--json]
+       [-- EXTRA TRAIN OPTIONS]
 
 Each (model, augment, seed) trains with `gancli train MODEL --recipe R --limit L --steps S
 --augment A --seed s` in its own process, then `gancli score RUN --json` judges its last
@@ -11,23 +12,31 @@ checkpoint (EMA generator) with the recipe's classifier: the classifier's Fréch
 (lower is better), the smallest class share, the classes under 5%, and cGAN's label agreement.
 The table gives each figure per seed and, per augmented policy, on how many seeds its Fréchet
 distance is below the unaugmented run's (the issue's bar: clearly lower on at least 2 of 3).
+
+--eval-every K also scores every K steps while training (classifier FD against a subset of the
+training split, gancli's --eval-every): the table then shows each run's FD along the way, which
+tells where the unaugmented run starts to degrade. --parallel P trains P runs at once, each with
+cores / P threads (for CPUs). A run whose result is already in --out is not trained again, so an
+interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 GANCLI = [sys.executable, "-m", "gancli"]
 
 
-def run(cmd: list[str]) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
     return r.stdout
@@ -36,6 +45,13 @@ def run(cmd: list[str]) -> str:
 def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: int,
                     out: Path) -> dict:
     run_dir = out / f"{model}-{augment.replace(',', '+')}-s{seed}"
+    done = run_dir / "little_data.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
+    if run_dir.exists():        # an earlier, interrupted attempt: start it again
+        import shutil
+        shutil.rmtree(run_dir)
     cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
            "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
            "--out", str(run_dir), "--checkpoint-every", str(args.steps),
@@ -44,16 +60,23 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
         cmd += ["--data", args.data]
     if args.device == "cpu":
         cmd.append("--cpu")
-    run(cmd)
+    if args.eval_every:
+        cmd += ["--eval-every", str(args.eval_every)]
+    run(cmd, env)
     res = json.loads(run([*GANCLI, "score", str(run_dir), "--json", "--n", str(args.n),
-                          "--device", args.device]))
-    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if '"step"' in line and '"kind"' not in line][-1]
-    return {"model": model, "augment": augment, "seed": seed, "run": str(run_dir),
-            "classifier_fd": res["classifier_fd"], "min_share": res["min_share"],
-            "classes_under_5pct": res["classes_under_5pct"],
-            "label_agreement": res.get("label_agreement"),
-            "d_real_positive": last.get("d_real_positive"), "aug_p": last.get("aug_p")}
+                          "--device", args.device], env))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "step" in r and "kind" not in r and "event" not in r
+            and not r.get("eval")][-1]
+    row = {"model": model, "augment": augment, "seed": seed, "run": str(run_dir),
+           "classifier_fd": res["classifier_fd"], "min_share": res["min_share"],
+           "classes_under_5pct": res["classes_under_5pct"],
+           "label_agreement": res.get("label_agreement"),
+           "d_real_positive": last.get("d_real_positive"), "aug_p": last.get("aug_p"),
+           "eval_fd": [[r["step"], r["classifier_fd"]] for r in records
+                       if r.get("eval") and "classifier_fd" in r]}
+    done.write_text(json.dumps(row))
+    return row
 
 
 def table(rows: list[dict], augments: list[str]) -> str:
@@ -75,6 +98,11 @@ def table(rows: list[dict], augments: list[str]) -> str:
             wins = sum(fds[s] < base[s] for s in fds if s in base)
             note = "" if a == augments[0] else f"  below {augments[0]} on {wins} of {len(fds)} seeds"
             lines.append(f"{model:8} {a:22} FD median {statistics.median(fds.values()):.3f}{note}")
+    if any(r["eval_fd"] for r in rows):
+        lines += ["", "FD while training (against the training split), by step:"]
+        for r in rows:
+            lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4}  "
+                         + " ".join(f"{s}:{fd:.2f}" for s, fd in r["eval_fd"]))
     return "\n".join(lines)
 
 
@@ -90,14 +118,18 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n", type=int, default=10000, help="samples scored per run")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--eval-every", type=int, default=0, help="score every K steps too")
+    ap.add_argument("--parallel", type=int, default=1, help="runs trained at once")
     ap.add_argument("--out", default=None, help="where the runs go (default: a temporary dir)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("extra", nargs="*", help="more options for gancli train (after --)")
     args = ap.parse_args()
     augments = [a.strip() for a in args.augment.split(";" if ";" in args.augment else ",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="little-data-"))
-    rows = [train_and_score(args, m, a, int(s), out) for m in args.models.split(",")
-            for a in augments for s in args.seeds.split(",")]
+    jobs = [(m, a, int(s)) for m in args.models.split(",") for a in augments
+            for s in args.seeds.split(",")]
+    with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        rows = list(pool.map(lambda j: train_and_score(args, *j, out), jobs))
     print(json.dumps(rows, indent=1) if args.json else table(rows, augments))
 
 

@@ -222,6 +222,7 @@ def train(
     log_every: Optional[int] = typer.Option(None, "--log-every"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps, keep checkpoints/best."),
     eval_metric: Optional[str] = typer.Option(None, "--eval-metric", help="score or fid."),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Images generated for each evaluation (default 2000)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory, exactly where its newest checkpoint left it (with a larger --steps/--epochs to extend it)."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", help="Keep only the K newest step checkpoints (0: all; best/ is always kept)."),
@@ -245,7 +246,7 @@ def train(
                      mixed_precision=mixed_precision, cpu=cpu, ema=ema, ema_decay=ema_decay,
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
-                     keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
+                     eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
                      compile=compile_, sync_bn=sync_bn, log_with=log_with, augment=augment,
                      ada_target=ada_target, r1=r1, r1_every=r1_every)
     if resume:
