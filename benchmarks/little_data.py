@@ -15,7 +15,8 @@ distance is below the unaugmented run's (the issue's bar: clearly lower on at le
 
 --eval-every K also scores every K steps while training (classifier FD against a subset of the
 training split, gancli's --eval-every): the table then shows each run's FD along the way, which
-tells where the unaugmented run starts to degrade. --parallel P trains P runs at once, each with
+tells where the unaugmented run starts to degrade. --score-at S1,S2,... scores the checkpoints
+of those steps too (the same runs give the comparison at several lengths of training). --parallel P trains P runs at once, each with
 cores / P threads (for CPUs). A run whose result is already in --out is not trained again, so an
 interrupted comparison continues where it stopped.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -54,7 +56,7 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
         shutil.rmtree(run_dir)
     cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
            "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
-           "--out", str(run_dir), "--checkpoint-every", str(args.steps),
+           "--out", str(run_dir), "--checkpoint-every", str(math.gcd(*args.score_at)),
            "--sample-every", str(args.steps), "--no-progress", *args.extra]
     if args.data:
         cmd += ["--data", args.data]
@@ -63,16 +65,21 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
     if args.eval_every:
         cmd += ["--eval-every", str(args.eval_every)]
     run(cmd, env)
-    res = json.loads(run([*GANCLI, "score", str(run_dir), "--json", "--n", str(args.n),
-                          "--device", args.device], env))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in records if "step" in r and "kind" not in r and "event" not in r
-            and not r.get("eval")][-1]
+    logged = [r for r in records if "step" in r and "kind" not in r and "event" not in r
+              and not r.get("eval")]
+    at = {}
+    for step in args.score_at:
+        res = json.loads(run([*GANCLI, "score", str(run_dir), "--step", str(step), "--json",
+                              "--n", str(args.n), "--device", args.device], env))
+        last = next((r for r in reversed(logged) if r["step"] <= step), {})
+        at[str(step)] = {"classifier_fd": res["classifier_fd"], "min_share": res["min_share"],
+                         "classes_under_5pct": res["classes_under_5pct"],
+                         "label_agreement": res.get("label_agreement"),
+                         "d_real_positive": last.get("d_real_positive"),
+                         "aug_p": last.get("aug_p")}
     row = {"model": model, "augment": augment, "seed": seed, "run": str(run_dir),
-           "classifier_fd": res["classifier_fd"], "min_share": res["min_share"],
-           "classes_under_5pct": res["classes_under_5pct"],
-           "label_agreement": res.get("label_agreement"),
-           "d_real_positive": last.get("d_real_positive"), "aug_p": last.get("aug_p"),
+           **at[str(args.steps)], "at": at,
            "eval_fd": [[r["step"], r["classifier_fd"]] for r in records
                        if r.get("eval") and "classifier_fd" in r]}
     done.write_text(json.dumps(row))
@@ -80,24 +87,29 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
 
 
 def table(rows: list[dict], augments: list[str]) -> str:
-    lines = [f"{'model':8} {'augment':22} {'seed':>4} {'FD':>9} {'min share':>9} "
+    lines = [f"{'model':8} {'augment':22} {'seed':>4} {'step':>6} {'FD':>9} {'min share':>9} "
              f"{'<5%':>4} {'labels':>7} {'D+ real':>7} {'p':>6}"]
+    steps = list(rows[0]["at"])
     for r in rows:
-        f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-        lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4} "
-                     f"{r['classifier_fd']:>9.3f} {r['min_share']:>9.4f} "
-                     f"{r['classes_under_5pct']:>4} {f(r['label_agreement'], '>7.4f')} "
-                     f"{f(r['d_real_positive'], '>7.3f')} {f(r['aug_p'], '>6.3f')}")
+        for step, x in r["at"].items():
+            f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+            lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4} {step:>6} "
+                         f"{x['classifier_fd']:>9.3f} {x['min_share']:>9.4f} "
+                         f"{x['classes_under_5pct']:>4} {f(x['label_agreement'], '>7.4f')} "
+                         f"{f(x['d_real_positive'], '>7.3f')} {f(x['aug_p'], '>6.3f')}")
     lines.append("")
     for model in sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index):
-        base = {r["seed"]: r["classifier_fd"] for r in rows
-                if r["model"] == model and r["augment"] == augments[0]}
-        for a in augments:
-            fds = {r["seed"]: r["classifier_fd"] for r in rows
-                   if r["model"] == model and r["augment"] == a}
-            wins = sum(fds[s] < base[s] for s in fds if s in base)
-            note = "" if a == augments[0] else f"  below {augments[0]} on {wins} of {len(fds)} seeds"
-            lines.append(f"{model:8} {a:22} FD median {statistics.median(fds.values()):.3f}{note}")
+        for step in steps:
+            base = {r["seed"]: r["at"][step]["classifier_fd"] for r in rows
+                    if r["model"] == model and r["augment"] == augments[0]}
+            for a in augments:
+                fds = {r["seed"]: r["at"][step]["classifier_fd"] for r in rows
+                       if r["model"] == model and r["augment"] == a}
+                wins = sum(fds[s] < base[s] for s in fds if s in base)
+                note = ("" if a == augments[0]
+                        else f"  below {augments[0]} on {wins} of {len(fds)} seeds")
+                lines.append(f"{model:8} {a:22} step {step:>6}  FD median "
+                             f"{statistics.median(fds.values()):.3f}{note}")
     if any(r["eval_fd"] for r in rows):
         lines += ["", "FD while training (against the training split), by step:"]
         for r in rows:
@@ -120,10 +132,16 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--eval-every", type=int, default=0, help="score every K steps too")
     ap.add_argument("--parallel", type=int, default=1, help="runs trained at once")
+    ap.add_argument("--score-at", default=None, help="steps whose checkpoints are scored, "
+                    "comma-separated (default: the last); the last step always is")
     ap.add_argument("--out", default=None, help="where the runs go (default: a temporary dir)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("extra", nargs="*", help="more options for gancli train (after --)")
     args = ap.parse_args()
+    args.score_at = sorted({int(x) for x in (args.score_at or "").split(",") if x.strip()}
+                           | {args.steps})
+    if args.score_at[0] <= 0 or args.score_at[-1] > args.steps:
+        sys.exit(f"--score-at: steps between 1 and --steps ({args.steps})")
     augments = [a.strip() for a in args.augment.split(";" if ";" in args.augment else ",")]
     out = Path(args.out or tempfile.mkdtemp(prefix="little-data-"))
     jobs = [(m, a, int(s)) for m in args.models.split(",") for a in augments

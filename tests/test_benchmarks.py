@@ -36,7 +36,7 @@ def test_throughput_benchmark_every_family(mnist_raw):
 
 def test_little_data_benchmark_trains_and_scores(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks" / "little_data.py"), "--recipe", "digits",
-           "--limit", "64", "--steps", "2", "--models", "dcgan", "--augment", "none,ada",
+           "--limit", "64", "--steps", "3", "--score-at", "2", "--models", "dcgan", "--augment", "none,ada",
            "--seeds", "0", "--n", "200", "--device", "cpu", "--eval-every", "1",
            "--parallel", "2", "--out", str(tmp_path), "--json", "--", "--eval-samples", "50"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -45,7 +45,9 @@ def test_little_data_benchmark_trains_and_scores(tmp_path):
     assert [(x["model"], x["augment"]) for x in rows] == [("dcgan", "none"), ("dcgan", "ada")]
     assert all(x["classifier_fd"] > 0 for x in rows)
     assert rows[0]["aug_p"] is None and 0 <= rows[1]["aug_p"] <= 1
-    assert all([s for s, _ in x["eval_fd"]] == [1, 2] for x in rows)
+    assert all([s for s, _ in x["eval_fd"]] == [1, 2, 3] for x in rows)
+    assert all(sorted(x["at"]) == ["2", "3"] and x["at"]["3"]["classifier_fd"] == x["classifier_fd"]
+               for x in rows)
     # a second invocation finds the results in --out and trains nothing again
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
