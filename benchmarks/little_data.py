@@ -17,8 +17,9 @@ distance is below the unaugmented run's (the issue's bar: clearly lower on at le
 training split, gancli's --eval-every): the table then shows each run's FD along the way, which
 tells where the unaugmented run starts to degrade. --score-at S1,S2,... scores the checkpoints
 of those steps too (the same runs give the comparison at several lengths of training). --parallel P trains P runs at once, each with
-cores / P threads (for CPUs). A run whose result is already in --out is not trained again, so an
-interrupted comparison continues where it stopped.
+cores / P threads (for CPUs; on one GPU, P runs share it). A run whose result is already in --out
+is not trained again and an interrupted one resumes from its last checkpoint (gancli train
+--resume), so a comparison stopped part-way (a time limit, Ctrl-C) continues where it stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,9 +53,8 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
     if done.exists():
         return json.loads(done.read_text())
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
-    if run_dir.exists():        # an earlier, interrupted attempt: start it again
-        import shutil
-        shutil.rmtree(run_dir)
+    if run_dir.exists() and not list(run_dir.glob("checkpoints/step-*")):
+        shutil.rmtree(run_dir)  # an attempt stopped before its first checkpoint: start again
     cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
            "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
            "--out", str(run_dir), "--checkpoint-every", str(math.gcd(*args.score_at)),
@@ -64,7 +65,12 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
         cmd.append("--cpu")
     if args.eval_every:
         cmd += ["--eval-every", str(args.eval_every)]
-    run(cmd, env)
+    if run_dir.exists():        # an interrupted attempt: continue it from its last checkpoint
+        cmd = [*GANCLI, "train", model, "--resume", str(run_dir), "--steps", str(args.steps),
+               "--no-progress"]
+    trained = max((int(d.name[5:]) for d in run_dir.glob("checkpoints/step-*")), default=0)
+    if trained < args.steps:    # (a run stopped while being scored is only scored again)
+        run(cmd, env)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "step" in r and "kind" not in r and "event" not in r
               and not r.get("eval")]

@@ -2,6 +2,7 @@
 reports, not in tests)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -48,8 +49,20 @@ def test_little_data_benchmark_trains_and_scores(tmp_path):
     assert all([s for s, _ in x["eval_fd"]] == [1, 2, 3] for x in rows)
     assert all(sorted(x["at"]) == ["2", "3"] and x["at"]["3"]["classifier_fd"] == x["classifier_fd"]
                for x in rows)
-    # a second invocation finds the results in --out and trains nothing again
+    # a second invocation finds the results in --out and trains nothing again; one stopped
+    # part-way through a run continues it from its checkpoint
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and json.loads(again.stdout) == rows
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")} == before
+    ada = tmp_path / "dcgan-ada-s0"
+    shutil.rmtree(ada / "checkpoints" / "step-0000003")
+    (ada / "little_data.json").unlink()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (ada / "checkpoints" / "step-0000003").is_dir()
+    assert json.loads(resumed.stdout)[1]["at"]["2"] == rows[1]["at"]["2"]
+    kept = ada / "checkpoints" / "step-0000002" / "generator.safetensors"
+    assert kept.stat().st_mtime_ns == before[kept]    # the run went on from step 2
+    assert [r["step"] for r in map(json.loads, (ada / "metrics.jsonl").read_text().splitlines())
+            if r.get("eval")] == [1, 2, 3]
