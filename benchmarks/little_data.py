@@ -16,8 +16,9 @@ distance is below the unaugmented run's (the issue's bar: clearly lower on at le
 --eval-every K also scores every K steps while training (classifier FD against a subset of the
 training split, gancli's --eval-every): the table then shows each run's FD along the way, which
 tells where the unaugmented run starts to degrade. --score-at S1,S2,... scores the checkpoints
-of those steps too (the same runs give the comparison at several lengths of training). --parallel P trains P runs at once, each with
-cores / P threads (for CPUs; on one GPU, P runs share it). A run whose result is already in --out
+of those steps too (the same runs give the comparison at several lengths of training).
+--parallel P trains P runs at once, each with cores / P threads (for CPUs; on one GPU, P runs
+share it). A run whose result is already in --out
 is not trained again and an interrupted one resumes from its last checkpoint (gancli train
 --resume), so a comparison stopped part-way (a time limit, Ctrl-C) continues where it stopped.
 """
@@ -53,24 +54,22 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
     if done.exists():
         return json.loads(done.read_text())
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
-    if run_dir.exists() and not list(run_dir.glob("checkpoints/step-*")):
+    trained = max((int(d.name[5:]) for d in run_dir.glob("checkpoints/step-*")), default=None)
+    if trained is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt stopped before its first checkpoint: start again
-    cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
-           "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
-           "--out", str(run_dir), "--checkpoint-every", str(math.gcd(*args.score_at)),
-           "--sample-every", str(args.steps), "--no-progress", *args.extra]
-    if args.data:
-        cmd += ["--data", args.data]
-    if args.device == "cpu":
-        cmd.append("--cpu")
-    if args.eval_every:
-        cmd += ["--eval-every", str(args.eval_every)]
-    if run_dir.exists():        # an interrupted attempt: continue it from its last checkpoint
-        cmd = [*GANCLI, "train", model, "--resume", str(run_dir), "--steps", str(args.steps),
-               "--no-progress"]
-    trained = max((int(d.name[5:]) for d in run_dir.glob("checkpoints/step-*")), default=0)
-    if trained < args.steps:    # (a run stopped while being scored is only scored again)
+    if trained is None:
+        cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
+               "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
+               "--out", str(run_dir), "--checkpoint-every", str(math.gcd(*args.score_at)),
+               "--sample-every", str(args.steps), "--no-progress", *args.extra]
+        cmd += ["--data", args.data] if args.data else []
+        cmd += ["--cpu"] if args.device == "cpu" else []
+        cmd += ["--eval-every", str(args.eval_every)] if args.eval_every else []
         run(cmd, env)
+    elif trained < args.steps:  # an interrupted attempt: continue from its last checkpoint
+        run([*GANCLI, "train", model, "--resume", str(run_dir), "--steps", str(args.steps),
+             "--no-progress"], env)
+    # (a run stopped while being scored is only scored again)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "step" in r and "kind" not in r and "event" not in r
               and not r.get("eval")]
@@ -96,9 +95,9 @@ def table(rows: list[dict], augments: list[str]) -> str:
     lines = [f"{'model':8} {'augment':22} {'seed':>4} {'step':>6} {'FD':>9} {'min share':>9} "
              f"{'<5%':>4} {'labels':>7} {'D+ real':>7} {'p':>6}"]
     steps = list(rows[0]["at"])
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         for step, x in r["at"].items():
-            f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
             lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4} {step:>6} "
                          f"{x['classifier_fd']:>9.3f} {x['min_share']:>9.4f} "
                          f"{x['classes_under_5pct']:>4} {f(x['label_agreement'], '>7.4f')} "

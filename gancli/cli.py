@@ -246,9 +246,10 @@ def train(
                      mixed_precision=mixed_precision, cpu=cpu, ema=ema, ema_decay=ema_decay,
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
-                     eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan, channels_last=channels_last, adam=adam,
-                     compile=compile_, sync_bn=sync_bn, log_with=log_with, augment=augment,
-                     ada_target=ada_target, r1=r1, r1_every=r1_every)
+                     eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan,
+                     channels_last=channels_last, adam=adam, compile=compile_, sync_bn=sync_bn,
+                     log_with=log_with, augment=augment, ada_target=ada_target, r1=r1,
+                     r1_every=r1_every)
     if resume:
         fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
         if fixed or recipe or data or limit:

@@ -245,7 +245,7 @@ def from_config(t: Any, device: torch.device, rank: int, saved: dict[str, Any] |
     checkpoint left it. The augmentation's generator is seeded like the noise's, apart from it."""
     gen = torch.Generator(device=device).manual_seed(t.seed * 7919 + rank * 104729 + 1)
     aug = Augment(t.augment, gen, target=t.ada_target, world_size=world_size,
-                  reduce_mean=reduce_mean if world_size > 1 else None)
+                  reduce_mean=reduce_mean)
     if saved and aug.adaptive:
         aug.load_state_dict(saved)
     return aug, R1(t.r1, t.r1_every, wrap(D, aug), conditional, device)
