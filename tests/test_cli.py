@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, invoke
+from conftest import invoke
 
 
 def test_sample_grid_files_and_npz(tiny_run, tmp_path):

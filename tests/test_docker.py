@@ -398,7 +398,7 @@ def test_dockerignore_keeps_runs_venv_git_and_caches_out(dockerfile, patterns):
                  "gancli.egg-info", "gancli.egg-info/PKG-INFO", ".pytest_cache",
                  ".hypothesis", ".cache"):
         assert ignored(path, patterns), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "README.md", "gancli/cli.py", "gancli/data/__init__.py",
+    for path in ("pyproject.toml", "README.md", "gancli/cli/__init__.py", "gancli/data/__init__.py",
                  "recipes/digits.toml"):
         assert not ignored(path, patterns), f".dockerignore drops {path}, which the image needs"
 

@@ -117,18 +117,18 @@ def test_a_code_name_from_a_checkpoint_cannot_escape(tiny_run, tmp_path, monkeyp
     to build its default output name from it."""
     from dataclasses import replace
 
-    import gancli.cli as cli
+    import gancli.cli.pictures as pictures
 
     from conftest import invoke
 
-    real = cli._load
+    real = pictures.load
 
     def evil_load(*a, **k):
         g, dev = real(*a, **k)
         codes = tuple(replace(c, name="../../evil") if c.name == "c1" else c for c in g.spec.codes)
         g.spec = replace(g.spec, codes=codes)
         return g, dev
-    monkeypatch.setattr(cli, "_load", evil_load)
+    monkeypatch.setattr(pictures, "load", evil_load)
     r = invoke("traverse", tiny_run, "--code", "../../evil", "--rows", 1)
     assert r.exit_code == 2 and "one plain file name" in r.stderr
     assert not (tiny_run.parent / "evil-seed0.png").exists()

@@ -1,0 +1,274 @@
+"""gancli sample, traverse and interpolate: pictures of what a generator learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gancli.cli.base import (OVERWRITE_HELP, RUN_HELP, app, check_outputs, default_output, fix_codes, friendly, load,
+                             run_or_newest, run_root, wrote)
+from gancli.errors import GancliError
+
+
+def _sample_kind(target: Path) -> str:
+    suffix = target.suffix.lower()
+    if suffix in (".png", ".npz"):
+        return suffix[1:]
+    if suffix:
+        raise GancliError(f"--out {target}: use a .png (grid), a .npz, or a directory")
+    return "dir"
+
+
+@app.command()
+@friendly
+def sample(
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
+    n: int = typer.Option(64, "--n", help="Number of images."),
+    seed: int = typer.Option(0, "--seed"),
+    code: Optional[list[str]] = typer.Option(None, "--code", help="Fix a code: NAME=VALUE (repeatable), e.g. c1=3, c2=-1.5, z7=0."),
+    label: Optional[int] = typer.Option(None, "--label", help="Conditional models: the class to draw (same as --code label=N)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Conditional models: one class per row."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="a .png grid, a .npz, or a directory of PNG files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+) -> None:
+    """Draw samples: a grid (.png), single files (a directory) or images + latents (.npz)."""
+    run = run_or_newest(run)
+    import math
+
+    import torch
+
+    from gancli.generate import (MAX_FILES, check_count, check_memory, check_seed, generate,
+                                 generate_batches, image_bytes, latent_bytes, save_npz)
+    from gancli.viz import MAX_COLUMNS, check_picture, save_grid, write_image_batches
+
+    check_count(n, "--n", at_most=MAX_FILES)
+    if nrow is not None:
+        check_count(nrow, "--nrow", at_most=MAX_COLUMNS)
+    check_seed(seed)
+    explicit = Path(out_path) if out_path else None
+    kind = _sample_kind(explicit) if explicit else "png"
+    if explicit:  # fail fast: before the checkpoint is even read
+        check_outputs((explicit, kind == "dir"), overwrite=overwrite)
+    g, dev = load(run, ema, step, device)
+    spec, data = g.spec, g.config.data
+    lc = spec.label_code
+    if per_class and lc is None:
+        raise GancliError(f"--per-class needs a conditional model; {g.config.model} has no labels")
+    if label is not None and lc is None:
+        raise GancliError(f"--label needs a conditional model; {g.config.model} has no labels")
+    cols = max(1, n // lc.size) if per_class else 0
+    count = lc.size * cols if per_class else n
+    row = nrow or cols or max(1, int(math.ceil(math.sqrt(count))))
+    fewer = "a smaller --n"
+    if kind == "png":
+        check_picture(count, row, data.image_size, f"{fewer}, or --out DIR (one file per image)")
+    elif kind == "npz":
+        check_memory(image_bytes(count, data.channels, data.image_size)
+                     + latent_bytes(spec, count), f"{count:,} images and their latents",
+                     f"{fewer}, or --out DIR (streamed, one file per image)")
+    else:
+        check_memory(latent_bytes(spec, count), f"the latents of {count:,} images", fewer)
+    target = explicit or default_output(run_root(g.path), "samples",
+                                        f"sample-seed{seed}-n{count}.png")
+    if not explicit:
+        check_outputs((target, False), overwrite=True)
+
+    gen = torch.Generator().manual_seed(seed)
+    if per_class:
+        latents = spec.traversal(lc.name, cols, torch.arange(lc.size), gen)
+        # traversal is row-major over noise draws; transpose so each row is one class
+        order = torch.arange(lc.size * cols).view(cols, lc.size).t().reshape(-1)
+        latents = {k: v[order] for k, v in latents.items()}
+    else:
+        latents = spec.sample(n, gen)
+    codes = list(code or [])
+    if label is not None:
+        codes.append(f"{lc.name}={label}")
+    latents = fix_codes(spec, latents, codes)
+    if kind == "dir":  # streamed: one batch of images in memory at a time
+        written = write_image_batches(generate_batches(g.generator, latents, dev), target)
+        wrote(target, f"{written} PNG files")
+        return
+    images = generate(g.generator, latents, dev)
+    if kind == "npz":
+        wrote(save_npz(target, images, latents), f"{len(images)} images + latents")
+    else:
+        wrote(save_grid(images, target, nrow=row), f"grid of {len(images)}")
+
+
+# ---------------------------------------------------------------------------- traverse
+
+
+@app.command()
+@friendly
+def traverse(
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
+    code: str = typer.Option(..., "--code", "-c", help="The code to walk: a named code (c1, c2, label, ...) or a noise dimension zN."),
+    value_range: tuple[float, float] = typer.Option((-2.0, 2.0), "--range", help="Range for a continuous code (may exceed the training range)."),
+    steps: int = typer.Option(9, "--steps", help="Values for a continuous code (a categorical one walks all its values)."),
+    rows: int = typer.Option(8, "--rows", help="Noise draws, one per row, held fixed across the row."),
+    fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold another code at a value: NAME=VALUE (repeatable)."),
+    seed: int = typer.Option(0, "--seed"),
+    gif: bool = typer.Option(False, "--gif", help="Also write an animation, one frame per value."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (default: inside the run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    ema: bool = typer.Option(True, "--ema/--no-ema"),
+    step: Optional[int] = typer.Option(None, "--step"),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Vary one code and hold the rest: rows are noise draws, columns the code's values."""
+    run = run_or_newest(run)
+    import torch
+
+    from gancli.generate import check_count, check_seed, generate
+    from gancli.viz import (MAX_COLUMNS, MAX_PICTURE_IMAGES, check_picture, column_frames,
+                            save_gif, save_grid)
+
+    check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
+    check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
+    check_seed(seed)
+    explicit = Path(out_path) if out_path else None
+    if explicit:
+        if explicit.suffix.lower() != ".png":
+            raise GancliError(f"--out {explicit}: traverse writes a .png")
+        check_outputs((explicit, False), *([(explicit.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=overwrite)
+    g, dev = load(run, ema, step, device)
+    spec = g.spec
+    spec.check_name(code)
+    values = spec.traversal_values(code, steps, value_range)
+    fewer = "fewer --rows or --steps"
+    check_picture(rows * len(values), len(values), g.config.data.image_size, fewer)
+    target = explicit or default_output(run_root(g.path), "traversals", f"{code}-seed{seed}.png")
+    if not explicit:
+        check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=True)
+    latents = spec.traversal(code, rows, values, torch.Generator().manual_seed(seed))
+    latents = fix_codes(spec, latents, fix, "--fix")
+    latents = spec.fix(latents, code, values.repeat(rows))  # --fix must not override the walk
+    images = generate(g.generator, latents, dev)
+    wrote(save_grid(images, target, nrow=len(values)),
+          f"{rows} rows x {len(values)} values of {code}: "
+          + ", ".join(f"{v:g}" for v in values.tolist()))
+    if gif:
+        wrote(save_gif(column_frames(images, rows, len(values)), target.with_suffix(".gif")), "animation")
+
+
+# ---------------------------------------------------------------------------- info
+
+
+def _seed_pairs(seeds: list[str] | None, rows: Optional[int]) -> list[tuple[int, int]]:
+    """--seeds A,B (repeatable) and --rows R -> one (start seed, end seed) pair per row."""
+    pairs = []
+    for item in seeds or ["0,1"]:
+        parts = item.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            pairs.append((int(parts[0]), int(parts[1])))
+        except ValueError:
+            raise GancliError(f"--seeds expects A,B (two integers, e.g. 3,7), got '{item}'") from None
+    from gancli.generate import check_count, check_seed
+    from gancli.viz import MAX_PICTURE_IMAGES
+
+    span = 1
+    if rows is not None:
+        check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
+        if len(pairs) > 1:
+            raise GancliError("--rows goes with a single --seeds A,B; with several --seeds, "
+                              "each pair is one row")
+        span = rows
+    for a, b in pairs:  # rows walk seeds A..A+R-1 and B..B+R-1
+        check_seed(a, "--seeds (each seed)", span)
+        check_seed(b, "--seeds (each seed)", span)
+    if rows is not None:
+        a, b = pairs[0]
+        pairs = [(a + r, b + r) for r in range(rows)]
+    return pairs
+
+
+@app.command()
+@friendly
+def interpolate(
+    run: Optional[str] = typer.Argument(None, help=RUN_HELP),
+    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="A,B: walk from seed A's latents (exactly those of `sample --n 1 --seed A`) to seed B's. Repeat for more rows (--seeds 3,7 --seeds 1,2). Default 0,1."),
+    steps: int = typer.Option(10, "--steps", help="Images per row, both ends included."),
+    method: str = typer.Option("slerp", "--method", help="slerp (along the sphere where the noise lives) or lerp (a straight line)."),
+    rows: Optional[int] = typer.Option(None, "--rows", help="With one --seeds A,B: R rows, row r walking seed A+r to seed B+r."),
+    code: Optional[list[str]] = typer.Option(None, "--code", "-c", help="Also walk this code from A's value to B's (repeatable): label, c1, ... (a categorical one blends as soft weights). Codes not named stay at A's values."),
+    fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold a code at a value along the whole walk: NAME=VALUE (repeatable), e.g. label=3."),
+    gif: bool = typer.Option(False, "--gif", help="Also write an animation beside the output, one frame per step."),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (one row per pair) or .npz (images + latents); default <run>/interpolations/seedA-seedB-METHOD.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
+    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+) -> None:
+    """Walk the latent space from one seed's draw to another's: a strip per pair of seeds."""
+    run = run_or_newest(run)
+    import torch
+
+    from gancli.generate import (check_count, check_memory, generate, image_bytes, latent_bytes,
+                                 save_npz)
+    from gancli.latent import interpolate as walk_between
+    from gancli.viz import MAX_COLUMNS, check_picture, column_frames, save_gif, save_grid
+
+    if method not in ("slerp", "lerp"):
+        raise GancliError(f"--method must be slerp or lerp, got '{method}'")
+    check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
+    pairs = _seed_pairs(seeds, rows)
+    explicit = Path(out_path) if out_path else None
+    if explicit:
+        if explicit.suffix.lower() not in (".png", ".npz"):
+            raise GancliError(f"--out {explicit}: interpolate writes a .png or a .npz")
+        check_outputs((explicit, False), *([(explicit.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=overwrite)
+    g, dev = load(run, ema, step, device)
+    spec, data = g.spec, g.config.data
+    walk = tuple(code or [])
+    for name in walk:
+        if spec.z_index(name) is not None:
+            raise GancliError(f"--code {name}: the noise always walks; --code names a code to walk "
+                              f"too: {', '.join(spec.names()) or 'this model has none'}")
+        spec.check_name(name)
+    count = len(pairs) * steps
+    fewer = "fewer --steps or rows"
+    if explicit is not None and explicit.suffix.lower() == ".npz":
+        check_memory(image_bytes(count, data.channels, data.image_size)
+                     + latent_bytes(spec, count), f"{count:,} images and their latents", fewer)
+        if gif:  # each frame: one column of the sheet
+            check_picture(len(pairs), 1, data.image_size, fewer)
+    else:
+        check_picture(count, steps, data.image_size, fewer)
+    a, b = pairs[0]
+    name = f"seed{a}-seed{b}-{method}" + (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
+    target = explicit or default_output(run_root(g.path), "interpolations", f"{name}.png")
+    if not explicit:
+        check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
+                      overwrite=True)
+
+    def draws(which: int) -> dict:
+        # The same draw as `sample --n 1 --seed S`, one row per pair.
+        rows_ = [spec.sample(1, torch.Generator().manual_seed(p[which])) for p in pairs]
+        return fix_codes(spec, {k: torch.cat([r[k] for r in rows_]) for k in rows_[0]}, fix, "--fix")
+
+    latents = walk_between(spec, draws(0), draws(1), steps, method, walk)
+    images = generate(g.generator, latents, dev)
+    what = (f"{len(pairs)} row{'s' if len(pairs) > 1 else ''} x {steps} steps, {method}: seeds "
+            + ", ".join(f"{p}->{q}" for p, q in pairs))
+    if target.suffix.lower() == ".npz":
+        wrote(save_npz(target, images, latents), what)
+    else:
+        wrote(save_grid(images, target, nrow=steps), what)
+    if gif:
+        wrote(save_gif(column_frames(images, len(pairs), steps), target.with_suffix(".gif")),
+              "animation")
+
+
+# ---------------------------------------------------------------------------- fid / score
