@@ -18,13 +18,14 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from gancli.data import make_batches, open_dataset, to_uint8
 from gancli.errors import GancliError
 from gancli.files import append_jsonl
+from gancli.latent import LatentSpec
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
 from gancli.train import augment, fast, ranks, trackers
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
-from gancli.train.run import (Checkpoints, load_networks, open_run, prepare_run_dir,
+from gancli.train.run import (Checkpoints, Saved, load_networks, open_run, prepare_run_dir,
                               rescale_position, restore_streams, total_steps)
 from gancli.viz import grid, save_grid
 
@@ -75,23 +76,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     set_seed(t.seed, device_specific=True)
     data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
     spec = family.latent_spec(cfg)
-    G, D = ranks.sync_batchnorm(t, *family.build(cfg, spec))
-    layout = fast.memory_format(t.channels_last, G, D)
-    G, D = G.to(memory_format=layout), D.to(memory_format=layout)
-    opt_g = fast.adam(G.parameters(), t.adam, accelerator.device, lr=t.lr_g, betas=(t.beta1, t.beta2))
-    opt_d = fast.adam(D.parameters(), t.adam, accelerator.device, lr=t.lr_d, betas=(t.beta1, t.beta2))
-    if t.tf32:
-        fast.enable_tf32(accelerator.device)
-    if accelerator.device.type == "cpu":
-        fast.keep_freed_memory()
-    if saved.dir is not None:
-        load_networks(saved, run_dir, G, D, opt_g, opt_d)
-    G.to(accelerator.device)
-    ema = EMA(G, t.ema_decay) if t.ema else None
-    if ema is not None and "generator_ema" in saved.tensors:
-        ema.model.load_state_dict(saved.tensors["generator_ema"])
-        ema.updates = int(saved.state.get("ema_updates", start_step))
-    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    G, D, opt_g, opt_d, ema, layout = _networks(cfg, spec, accelerator, saved, run_dir)
     # The raw modules are what checkpoints save and EMA follows; D_g is D for G's step, called
     # without DDP (D gets no gradient there), compiled when asked.
     G_raw = accelerator.unwrap_model(G, keep_torch_compile=False)
@@ -144,18 +129,6 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         if main:
             append_jsonl(run_dir / "metrics.jsonl", {**record, "time": time.time()})
         trackers.log(accelerator, record, record["step"])
-
-    def write_samples(step: int) -> None:
-        net = ema.model if ema is not None else G_raw
-        was_training = net.training
-        net.eval()
-        with torch.no_grad(), accelerator.autocast():
-            imgs = to_uint8(net(preview))
-        net.train(was_training)
-        save_grid(imgs.cpu(), run_dir / "samples" / f"step-{step:07d}.png", nrow=preview_nrow)
-        if accelerator.trackers:
-            picture = grid(imgs.cpu(), preview_nrow)
-            trackers.log_grid(accelerator, picture.permute(1, 2, 0).numpy(), step)
 
     ckpts = Checkpoints(run_dir, cfg, accelerator, G=G_raw, D=D_raw, ema=ema, opt_g=opt_g,
                         opt_d=opt_d, batches=batches, generators=generators, preview=preview,
@@ -224,7 +197,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
 
                 # ---- pictures, evaluation, checkpoints, and a stop if one was asked for
                 if main and (step % t.sample_every == 0 or last):
-                    write_samples(step)
+                    _write_samples(step, ema.model if ema is not None else G_raw, preview,
+                                   preview_nrow, run_dir, accelerator)
                 if evaluator is not None and t.eval_every and (step % t.eval_every == 0 or last):
                     evaluator(step=step, generator=ema.model if ema is not None else G_raw,
                               checkpoint=lambda s, name=None: ckpts.save(s, counters, name),
@@ -245,6 +219,44 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         + ", ".join(f"{k}={v:.3f}" for k, v in last_logs.items()) + ")")
     accelerator.end_training()
     return run_dir
+
+
+def _networks(cfg: Config, spec: LatentSpec, accelerator: Accelerator, saved: Saved,
+              run_dir: Path) -> tuple[Any, Any, Any, Any, EMA | None, torch.memory_format]:
+    """G, D, their optimizers and G's EMA: built, restored from `saved` when resuming, and
+    prepared by Accelerate; and the memory layout the batches must match."""
+    t = cfg.train
+    G, D = ranks.sync_batchnorm(t, *get_family(cfg.model).build(cfg, spec))
+    layout = fast.memory_format(t.channels_last, G, D)
+    G, D = G.to(memory_format=layout), D.to(memory_format=layout)
+    opt_g = fast.adam(G.parameters(), t.adam, accelerator.device, lr=t.lr_g, betas=(t.beta1, t.beta2))
+    opt_d = fast.adam(D.parameters(), t.adam, accelerator.device, lr=t.lr_d, betas=(t.beta1, t.beta2))
+    if t.tf32:
+        fast.enable_tf32(accelerator.device)
+    if accelerator.device.type == "cpu":
+        fast.keep_freed_memory()
+    if saved.dir is not None:
+        load_networks(saved, run_dir, G, D, opt_g, opt_d)
+    G.to(accelerator.device)
+    ema = EMA(G, t.ema_decay) if t.ema else None
+    if ema is not None and "generator_ema" in saved.tensors:
+        ema.model.load_state_dict(saved.tensors["generator_ema"])
+        ema.updates = int(saved.state.get("ema_updates", saved.step))
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    return G, D, opt_g, opt_d, ema, layout
+
+
+def _write_samples(step: int, net: torch.nn.Module, preview: dict[str, torch.Tensor], nrow: int,
+                   run_dir: Path, accelerator: Accelerator) -> None:
+    """The preview grid of this step (fixed latents), to samples/ and any tracker."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad(), accelerator.autocast():
+        imgs = to_uint8(net(preview)).cpu()
+    net.train(was_training)
+    save_grid(imgs, run_dir / "samples" / f"step-{step:07d}.png", nrow=nrow)
+    if accelerator.trackers:
+        trackers.log_grid(accelerator, grid(imgs, nrow).permute(1, 2, 0).numpy(), step)
 
 
 def _checkpoint(step: int, guard: Guard, ckpts: Checkpoints, counters: dict[str, int],
