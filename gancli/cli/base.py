@@ -140,6 +140,10 @@ def run_or_newest(run: Optional[str]) -> str:
     return str(path)
 
 
+DEVICE_HELP = "cpu, cuda, cuda:1 (default: a GPU if present)."
+EMA_HELP = "Use the EMA generator when the checkpoint has one."
+STEP_HELP = "Use this checkpoint step of a run."
+
 OVERWRITE_HELP = ("Replace an --out that exists (a file, or a whole directory). Default outputs "
                   "inside the run directory are gancli's own and are always replaced.")
 

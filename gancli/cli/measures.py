@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from gancli.cli.base import (RUN_HELP, app, err, friendly, load, out, run_or_newest, run_root)
+from gancli.cli.base import (DEVICE_HELP, EMA_HELP, RUN_HELP, STEP_HELP, app, err, friendly, load,
+                             out, run_or_newest, run_root)
 from gancli.errors import GancliError
 
 
@@ -58,9 +59,9 @@ def fid(
     n: int = typer.Option(10000, "--n", help="Generated samples. 10,000 keeps a GPU run to a minute or two; FID shrinks as n grows, so compare figures at equal n (50,000 for published numbers)."),
     batch_size: int = typer.Option(128, "--batch-size", "-b"),
     seed: int = typer.Option(0, "--seed", help="Latents are those of `sample --seed S --n N`."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
-    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=EMA_HELP),
+    step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="GANCLI_INCEPTION_WEIGHTS", help="weights-inception-2015-12-05-6726825d.pth, for machines without network."),
     vgg16_weights: Optional[str] = typer.Option(None, "--vgg16-weights", envvar="GANCLI_VGG16_WEIGHTS", help="torchvision's vgg16-397923af.pth, for prc without network."),
     feature_extractor: Optional[str] = typer.Option(None, "--feature-extractor", hidden=True, help="A feature extractor registered with torch-fidelity, for every metric."),
@@ -151,9 +152,9 @@ def score(
     run: Optional[str] = typer.Argument(None, help=RUN_HELP),
     n: int = typer.Option(10000, "--n", help="Generated samples."),
     seed: int = typer.Option(0, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
-    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=EMA_HELP),
+    step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Judge samples with the recipe classifier: code accuracy, label agreement, mode coverage."""

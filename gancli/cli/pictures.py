@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from gancli.cli.base import (OVERWRITE_HELP, RUN_HELP, app, check_outputs, default_output, fix_codes, friendly, load,
+from gancli.cli.base import (DEVICE_HELP, EMA_HELP, OVERWRITE_HELP, RUN_HELP, STEP_HELP, app,
+                             check_outputs, default_output, fix_codes, friendly, load,
                              run_or_newest, run_root, wrote)
 from gancli.errors import GancliError
 
@@ -33,9 +34,9 @@ def sample(
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="a .png grid, a .npz, or a directory of PNG files."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row."),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
-    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=EMA_HELP),
+    step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ) -> None:
     """Draw samples: a grid (.png), single files (a directory) or images + latents (.npz)."""
     run = run_or_newest(run)
@@ -206,9 +207,9 @@ def interpolate(
     gif: bool = typer.Option(False, "--gif", help="Also write an animation beside the output, one frame per step."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (one row per pair) or .npz (images + latents); default <run>/interpolations/seedA-seedB-METHOD.png."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA generator when the checkpoint has one."),
-    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: a GPU if present)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help=EMA_HELP),
+    step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ) -> None:
     """Walk the latent space from one seed's draw to another's: a strip per pair of seeds."""
     run = run_or_newest(run)

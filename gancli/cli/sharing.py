@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from gancli.cli.base import (OVERWRITE_HELP, RUN_HELP, app, check_outputs, default_output, friendly, out,
-                             run_or_newest, run_root, wrote)
+from gancli.cli.base import (OVERWRITE_HELP, RUN_HELP, STEP_HELP, app, check_outputs,
+                             default_output, friendly, out, run_or_newest, run_root, wrote)
 from gancli.errors import GancliError
 
 
@@ -21,7 +21,7 @@ def export(
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output file (default <run>/export/generator.onnx or .safetensors)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA generator when the checkpoint has one."),
-    step: Optional[int] = typer.Option(None, "--step", help="Use this checkpoint step of a run."),
+    step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
 ) -> None:
     """Export the generator: an ONNX model (checked against torch in onnxruntime) or a generator file."""
     run = run_or_newest(run)
