@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,10 @@ LOSSES = ("bce", "lsgan", "hinge")
 EVAL_METRICS = ("score", "fid")
 ON_NAN = ("stop", "skip")          # what a non-finite loss does: end the run, or roll back
 AUGMENT_GROUPS = ("colour", "translation", "cutout")   # --augment's ops (gancli.train.augment)
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
+               "gray": (128, 128, 128)}  # named backgrounds; any #rrggbb works too
+VENDORS = ("twitter", "google", "both")   # the emoji source's drawing sets
+VENDOR_SOURCES = ("emoji",)               # the sources that read data.vendor
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class DataConfig:
     crop: int | None = None          # center-crop to this size before resizing
     limit: int | None = None         # use only the first N images (quick experiments, tests)
     stream: str = "auto"             # auto | device | stream: keep the set on the device or stream it
+    background: str = "white"        # what transparent pixels become: white, black, grey, #rrggbb
+    vendor: str | None = None        # emoji's drawings: twitter | google | both (None: twitter)
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,19 @@ def read_recipe(name_or_path: str) -> tuple[str, dict[str, Any]]:
         raise GancliError(f"recipe '{name_or_path}' is not valid TOML: {e}") from None
 
 
+def parse_background(value: Any) -> tuple[int, int, int]:
+    """The RGB colour a background setting names: white, black, grey (gray) or #rrggbb, in any
+    case. One GancliError line for anything else."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in BACKGROUNDS:
+            return BACKGROUNDS[v]
+        if re.fullmatch(r"#[0-9a-f]{6}", v):
+            return int(v[1:3], 16), int(v[3:5], 16), int(v[5:7], 16)
+    raise GancliError(f"--background must be white, black, grey or a #rrggbb colour, "
+                      f"got {_shown(value)}")
+
+
 def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] | None = None,
             data_overrides: Mapping[str, Any] | None = None) -> Config:
     """Merge recipe defaults, the model family's section and CLI overrides into one Config.
@@ -243,14 +263,7 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
         if not isinstance(table, dict):
             raise GancliError(f"recipe '{name}': [{section}] must be a table of settings, "
                               f"got {_shown(table)}")
-    unknown = set(raw["data"]) - DATA_KEYS
-    if unknown:
-        raise GancliError(f"recipe '{name}': unknown [data] keys {sorted(unknown)}")
-    missing = [k for k in ("source", "image_size", "channels") if k not in raw["data"]]
-    if missing:
-        raise GancliError(f"recipe '{name}': [data] needs {', '.join(missing)}")
-    data_d = dict(raw["data"])
-    data_d.update({k: v for k, v in (data_overrides or {}).items() if v is not None})
+    data_d = _data_table(name, raw, data_overrides)
 
     family = dict(raw.get("models", {}).get(model, {}))
     train_d: dict[str, Any] = {}
@@ -276,6 +289,37 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
     validate(cfg)
     check_model_args(cfg)
     return cfg
+
+
+def _data_table(name: str, raw: Mapping[str, Any],
+                data_overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A recipe's [data] with the command line's data options over it (None: not given)."""
+    if not isinstance(raw.get("data"), dict):
+        raise GancliError(f"recipe '{name}' has no [data] section")
+    unknown = set(raw["data"]) - DATA_KEYS
+    if unknown:
+        raise GancliError(f"recipe '{name}': unknown [data] keys {sorted(unknown)}")
+    missing = [k for k in ("source", "image_size", "channels") if k not in raw["data"]]
+    if missing:
+        raise GancliError(f"recipe '{name}': [data] needs {', '.join(missing)}")
+    data_d = dict(raw["data"])
+    data_d.update({k: v for k, v in (data_overrides or {}).items() if v is not None})
+    return data_d
+
+
+def resolve_data(recipe: str | None = None,
+                 data_overrides: Mapping[str, Any] | None = None) -> tuple[str, DataConfig]:
+    """(recipe name, data config) of a recipe with the command line's data options, for the
+    commands that look at the data alone (`gancli data`): no model, no training settings."""
+    name, raw = read_recipe(recipe or DEFAULT_RECIPE)
+    data_d = check_types(DataConfig, _data_table(name, raw, data_overrides),
+                         f"recipe '{name}': [data] ")
+    try:
+        data = DataConfig(**data_d)
+    except TypeError as e:
+        raise GancliError(f"recipe '{name}': {e}") from None
+    validate_data(data)
+    return name, data
 
 
 def check_model_args(cfg: Config) -> None:
@@ -338,10 +382,7 @@ def validate(cfg: Config) -> None:
     t, d = cfg.train, cfg.data
     for k, r in TRAIN_RANGES.items():
         _check_range(f"--{k.replace('_', '-')}" if k in _FLAGS else f"train.{k}", getattr(t, k), r)
-    for k, r in DATA_RANGES.items():
-        _check_range("--limit" if k == "limit" else f"data.{k}", getattr(d, k), r)
-    if d.channels not in (1, 3) or isinstance(d.channels, bool):
-        raise GancliError(f"data.channels must be 1 (grey) or 3 (RGB), got {_shown(d.channels)}")
+    validate_data(d)
     if t.steps is None and t.epochs is None:
         raise GancliError("the recipe sets neither steps nor epochs: pass --steps or --epochs")
     if t.adam not in ADAM_IMPLS:
@@ -359,8 +400,24 @@ def validate(cfg: Config) -> None:
         raise GancliError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, "
                           f"got '{t.eval_metric}'")
     augment_policy(t.augment)
+
+
+def validate_data(d: DataConfig) -> None:
+    """Reject data settings no source could use, with one line naming the value."""
+    for k, r in DATA_RANGES.items():
+        _check_range("--limit" if k == "limit" else f"data.{k}", getattr(d, k), r)
+    if d.channels not in (1, 3) or isinstance(d.channels, bool):
+        raise GancliError(f"data.channels must be 1 (grey) or 3 (RGB), got {_shown(d.channels)}")
     if d.stream not in ("auto", "device", "stream"):
         raise GancliError(f"data.stream must be auto, device or stream, got '{d.stream}'")
+    parse_background(d.background)
+    if d.vendor is not None:
+        if d.vendor not in VENDORS:
+            raise GancliError(f"--vendor must be one of {', '.join(VENDORS)}, "
+                              f"got {_shown(d.vendor)}")
+        if d.source not in VENDOR_SOURCES:
+            raise GancliError(f"--vendor is a setting of the emoji source, not of "
+                              f"'{d.source}'")
 
 
 def augment_policy(policy: str) -> tuple[tuple[str, ...], bool]:

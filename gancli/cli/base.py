@@ -144,6 +144,21 @@ DEVICE_HELP = "cpu, cuda, cuda:1 (default: a GPU if present)."
 EMA_HELP = "Use the EMA generator when the checkpoint has one."
 STEP_HELP = "Use this checkpoint step of a run."
 
+# The data options that `train` and `data` share: what the loop will see.
+DATA_HELP = ("Local copy of the data set: a directory (IDX files, a folder of images, an emoji "
+             "package, a datasets save_to_disk or parquet directory), a .parquet file, or for "
+             "the hf recipe a hub id.")
+LIMIT_HELP = "Use only the first N images."
+IMAGE_SIZE_HELP = "Image size in pixels (the recipe's image_size), e.g. 32 for emoji."
+BACKGROUND_HELP = ("What transparent pixels become: white (default), black, grey or #rrggbb.")
+VENDOR_HELP = "The emoji recipe's drawings: twitter (default), google or both."
+
+
+def data_flag(key: str) -> str:
+    """The option that sets data setting `key` (path is --data)."""
+    return "--data" if key == "path" else f"--{key.replace('_', '-')}"
+
+
 OVERWRITE_HELP = ("Replace an --out that exists (a file, or a whole directory). Default outputs "
                   "inside the run directory are gancli's own and are always replaced.")
 

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from gancli.cli.base import (app, friendly, out, wrote)
+from gancli.cli.base import (BACKGROUND_HELP, DATA_HELP, IMAGE_SIZE_HELP, LIMIT_HELP,
+                             VENDOR_HELP, app, data_flag, friendly, out, wrote)
 from gancli.errors import GancliError
 
 
@@ -20,7 +21,7 @@ def train(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r",
                                          help="Recipe name or .toml path (default: digits, the "
                                               "data set that ships with the install)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Local copy of the data set: a directory (IDX files, a folder of images, a datasets save_to_disk or parquet directory), a .parquet file, or for the hf recipe a hub id."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides --epochs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
@@ -45,7 +46,10 @@ def train(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps, keep checkpoints/best."),
     eval_metric: Optional[str] = typer.Option(None, "--eval-metric", help="score or fid."),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Images generated for each evaluation (default 2000)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP),
+    background: Optional[str] = typer.Option(None, "--background", help=BACKGROUND_HELP),
+    vendor: Optional[str] = typer.Option(None, "--vendor", help=VENDOR_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory, exactly where its newest checkpoint left it (with a larger --steps/--epochs to extend it)."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", help="Keep only the K newest step checkpoints (0: all; best/ is always kept)."),
     on_nan: Optional[str] = typer.Option(None, "--on-nan", help="A non-finite loss or weight: stop (keep the last good checkpoint) or skip (roll back, halve the learning rates, go on)."),
@@ -72,11 +76,14 @@ def train(
                      channels_last=channels_last, adam=adam, compile=compile_, sync_bn=sync_bn,
                      log_with=log_with, augment=augment, ada_target=ada_target, r1=r1,
                      r1_every=r1_every)
+    data_options = {"path": data, "limit": limit, "image_size": image_size,
+                    "background": background, "vendor": vendor}
     if resume:
         fixed = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
-        if fixed or recipe or data or limit:
+        given = [("--recipe", recipe)] + [(data_flag(k), v) for k, v in data_options.items()]
+        if fixed or any(v is not None for _, v in given):
             names = [f"--{k.replace('_', '-')}" for k in fixed] + \
-                [f for f, v in (("--recipe", recipe), ("--data", data), ("--limit", limit)) if v]
+                [f for f, v in given if v is not None]
             raise GancliError(f"--resume continues a run with its own settings; {', '.join(names)} "
                               f"cannot change (only --steps, --epochs, --keep-last, --on-nan, "
                               f"--sync-bn, --log-with can): start a new run instead")
@@ -84,7 +91,7 @@ def train(
         if cfg.model != model:
             raise GancliError(f"{resume} is a {cfg.model} run, not {model}")
     else:
-        cfg = resolve(model, recipe, overrides, {"path": data, "limit": limit})
+        cfg = resolve(model, recipe, overrides, data_options)
     if dry_run:
         out.print_json(json.dumps(cfg.to_dict()))
         return

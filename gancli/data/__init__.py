@@ -16,11 +16,11 @@ skipped and counted; a folder in which none can be read is an error.
 
 This package's face: everything gancli imports from ``gancli.data`` is re-exported here. The code
 lives in base (ImageData, LazySource), registry (loader/folder_index registration, load_images,
-open_dataset), pixels (resizing, decoding one image, to_uint8), folders (FileIndex, index_folder,
-decode_all, FolderImages), batches (DeviceBatches, StreamBatches, make_batches, budgets), common
-(IDX and HuggingFace helpers), hub (HubIndex, HFImages, open_hub, and the source `hf`) and one
-module per data source, which registers itself by name: adding a source is one new file, named in
-:data:`gancli.data.registry.BUILTIN`.
+open_dataset), pixels (resizing, compositing transparency onto a background, decoding one image,
+to_uint8), folders (FileIndex, index_folder, decode_all, FolderImages), batches (DeviceBatches,
+StreamBatches, make_batches, budgets), common (IDX and HuggingFace helpers), hub (HubIndex,
+HFImages, open_hub, and the source `hf`) and one module per data source, which registers itself
+by name: adding a source is one new file, named in :data:`gancli.data.registry.BUILTIN`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from gancli.data.common import (IDX_FILES, find_idx, hub_offline_reason, load_hf
                                 read_idx)
 from gancli.data.folders import (IMAGE_EXTS, SPLIT_DIRS, FileIndex, FolderImages, decode_all,
                                  image_files, index_folder, local_dir, split_dir)
-from gancli.data.pixels import conform, decode_file, prepare_image, resize_uint8, to_uint8
+from gancli.data.pixels import (conform, decode_file, flatten, has_alpha, prepare_image,
+                                resize_uint8, to_uint8)
 from gancli.data.registry import (INDEXERS, LOADERS, Indexer, Loader, folder_index, load_images,
                                   loader, open_dataset)
 # The built-in sources (importing them registers them) and the names they always exported here.
@@ -55,7 +56,8 @@ __all__ = [
     "IDX_FILES", "find_idx", "hub_offline_reason", "load_hf", "load_idx_dir", "read_idx",
     "IMAGE_EXTS", "SPLIT_DIRS", "FileIndex", "FolderImages", "decode_all", "image_files",
     "index_folder", "local_dir", "split_dir",
-    "conform", "decode_file", "prepare_image", "resize_uint8", "to_uint8",
+    "conform", "decode_file", "flatten", "has_alpha", "prepare_image", "resize_uint8",
+    "to_uint8",
     "INDEXERS", "LOADERS", "Indexer", "Loader", "folder_index", "load_images", "loader",
     "open_dataset",
     "CIFAR10_CLASSES", "CIFAR_BIN_FILES", "index_cifar10", "load_cifar10", "read_cifar_bin",

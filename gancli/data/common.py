@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gancli.data.base import ImageData
-from gancli.data.pixels import _threads, prepare_image
+from gancli.data.pixels import _threads, flatten, has_alpha, prepare_image
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig
 
@@ -112,11 +112,14 @@ def _hf_images(ds: Any, image_key: str, cfg: DataConfig | None, chunk: int = 204
             for start in range(0, len(ds), chunk):
                 ims = ds[start: start + chunk][image_key]
                 prep = pool.map(lambda im: prepare_image(im, cfg.image_size, cfg.channels,
-                                                         cfg.crop), ims)
+                                                         cfg.crop, cfg.background), ims)
                 for k, t in enumerate(prep):
                     out[start + k] = t
         return out
-    arrays = [np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    # No recipe to conform to (MNIST's grey digits, conformed later): transparency still goes
+    # on white, the default background, rather than being dropped.
+    arrays = [np.asarray(flatten(im) if has_alpha(im) else
+                         im.convert("RGB") if im.mode not in ("L", "RGB") else im)
               for im in ds[image_key]]
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:

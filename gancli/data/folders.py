@@ -128,7 +128,7 @@ def decode_all(index: FileIndex, cfg: DataConfig, threads: int | None = None) ->
 
     def one(i: int) -> None:
         try:
-            out[i] = decode_file(index.root / index.files[i], size, ch, cfg.crop)
+            out[i] = decode_file(index.root / index.files[i], size, ch, cfg.crop, cfg.background)
             ok[i] = True
         except Exception as e:  # any decoder failure means the same: this file cannot be used
             if not first_error:
@@ -178,6 +178,7 @@ class FolderImages(LazySource):
         self.name = f"{index.name}-{_size_tag(cfg, bool(cfg.crop))}"
         self.notes = index.notes
         self.size, self.channels, self.crop = cfg.image_size, cfg.channels, cfg.crop
+        self.background = cfg.background
         self.cfg, self.index_name = cfg, index.name
 
     def __len__(self) -> int:
@@ -190,7 +191,7 @@ class FolderImages(LazySource):
         return self.path(i)
 
     def decode(self, i: int) -> torch.Tensor:
-        return decode_file(self.path(i), self.size, self.channels, self.crop)
+        return decode_file(self.path(i), self.size, self.channels, self.crop, self.background)
 
     def load(self) -> ImageData:
         """Decode everything into memory (for the device-resident mode)."""

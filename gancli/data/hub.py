@@ -100,6 +100,7 @@ class HFImages(LazySource):
         self.name = f"{index.name}-{_size_tag(cfg, bool(cfg.crop))}"
         self.notes = index.notes
         self.size, self.channels, self.crop = cfg.image_size, cfg.channels, cfg.crop
+        self.background = cfg.background
         self.index, self.cfg = index, cfg
 
     def __len__(self) -> int:
@@ -108,7 +109,7 @@ class HFImages(LazySource):
     def _prepare(self, value: Any) -> torch.Tensor:
         im = _pil(value)
         try:
-            return prepare_image(im, self.size, self.channels, self.crop)
+            return prepare_image(im, self.size, self.channels, self.crop, self.background)
         finally:
             im.close()
 
