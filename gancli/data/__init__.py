@@ -41,6 +41,7 @@ from gancli.data.registry import (INDEXERS, LOADERS, Indexer, Loader, folder_ind
 from gancli.data.cifar10 import (CIFAR10_CLASSES, CIFAR_BIN_FILES, index_cifar10, load_cifar10,
                                  read_cifar_bin)
 from gancli.data.digits import load_digits
+from gancli.data.emoji import EMOJI_CATEGORIES, index_emoji, load_emoji
 from gancli.data.faces import index_faces, load_faces
 from gancli.data.fashion_mnist import (DEBIAN_FASHION_MNIST, FASHION_CLASSES, index_fashion_mnist,
                                        load_fashion_mnist)
@@ -61,7 +62,7 @@ __all__ = [
     "INDEXERS", "LOADERS", "Indexer", "Loader", "folder_index", "load_images", "loader",
     "open_dataset",
     "CIFAR10_CLASSES", "CIFAR_BIN_FILES", "index_cifar10", "load_cifar10", "read_cifar_bin",
-    "load_digits", "index_faces", "load_faces", "DEBIAN_FASHION_MNIST", "FASHION_CLASSES",
+    "load_digits", "EMOJI_CATEGORIES", "index_emoji", "load_emoji", "index_faces", "load_faces", "DEBIAN_FASHION_MNIST", "FASHION_CLASSES",
     "load_fashion_mnist", "index_fashion_mnist", "index_imagefolder", "load_imagefolder",
     "index_mnist", "load_mnist",
     "HFImages", "HubIndex", "index_hf", "load_hf_source", "open_hub", "open_local", "table_index",

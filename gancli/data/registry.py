@@ -119,4 +119,4 @@ def _load_builtin() -> None:
         importlib.import_module(f"gancli.data.{mod}")
 
 
-BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "faces", "imagefolder", "hub")
+BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "faces", "imagefolder", "hub", "emoji")
