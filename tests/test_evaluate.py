@@ -164,6 +164,8 @@ def test_evaluator_refuses_before_training(tmp_path, eval_recipe, monkeypatch):
         make_evaluator(resolve("gan", str(unlabelled), {"eval_every": 1}))
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("GANCLI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("gancli.metrics.weights._nvlabs_file", lambda: None)  # no gancli[fid]
     monkeypatch.delenv("GANCLI_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.delenv("GANCLI_FEATURE_EXTRACTOR", raising=False)
 

@@ -107,8 +107,9 @@ def test_fid_of_a_run_json_metrics_jsonl_and_cache(tiny_run, monkeypatch):
     assert "digits-train-16px1c" in res["reference_cache"] and "-n64-" in res["reference_cache"]
     last = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["kind"] == "fid" and last["step"] == 4 and last["fid"] == res["fid"]
-    cached = list((M.cache_dir() / "fidelity").glob(res["reference_cache"] + "*stat-fid*"))
-    assert cached, "reference statistics were not cached under gancli's cache"
+    cached = M.features_cache() / f"{res['reference_cache']}.safetensors"
+    assert cached.is_file(), "reference features were not cached (as safetensors) in gancli's cache"
+    assert not list(M.cache_dir().rglob("*stat-fid*"))  # torch-fidelity's pickle cache: unused
 
     # Second time the reference comes from the cache: the data is never opened. Same latents too.
     def no_data(*a, **k):
@@ -167,6 +168,8 @@ def test_folder_input_needs_ref_and_bad_metrics_are_one_line(digit_folders):
 def offline(monkeypatch, tmp_path):
     """No Inception file anywhere and no network (the download raises like urllib does)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("GANCLI_CACHE", str(tmp_path / "cache"))   # no converted copy either
+    monkeypatch.setattr("gancli.metrics.weights._nvlabs_file", lambda: None)  # no gancli[fid]
     monkeypatch.delenv(M.ENV_INCEPTION, raising=False)
     monkeypatch.delenv(M.ENV_EXTRACTOR, raising=False)
 
@@ -184,31 +187,15 @@ def test_offline_without_inception_weights_says_where_to_put_them(tiny_run, offl
     lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and "Traceback" not in r.output
     assert M.INCEPTION_FILE in lines[0] and str(offline) in lines[0]
-    assert "--inception-weights" in lines[0]
+    assert "--inception-weights" in lines[0] and "gancli[fid]" in lines[0]
 
     missing = invoke("fid", tiny_run, "--inception-weights", offline / "nope.pth")
     assert missing.exit_code == 2 and "not found" in missing.stderr
 
 
-def test_offline_error_raised_inside_torch_fidelity_is_one_line(monkeypatch, digit_folders):
-    import torch_fidelity
-
-    def fails(**kwargs):
-        raise urllib.error.URLError("no route to host")
-
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fails)
+def test_offline_vgg16_for_prc_is_one_line(offline, digit_folders):
     a, same, _ = digit_folders
     with pytest.raises(GancliError, match="vgg16-397923af.pth"):
         M.compute_metrics(M.FolderFiles(M.image_files(a)), M.folder_reference(same), ["prc"])
 
 
-def test_real_inception_when_its_weights_are_here(tiny_run):
-    weights = M.hub_checkpoints() / M.INCEPTION_FILE
-    if not weights.is_file():
-        pytest.skip(f"Inception weights not present ({weights})")
-    r = invoke("fid", tiny_run, "--n", "16", "--ref-n", "16", "--metrics", "fid", "--device",
-               "cpu", "--json", "--batch-size", "16")
-    assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout)
-    assert np.isfinite(out["fid"]) and out["fid"] > 0
-    assert "inception-v3-compat" in out["reference_cache"]

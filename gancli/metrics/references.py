@@ -1,0 +1,123 @@
+"""Reference sets (the second input of FID, KID and precision/recall) and the names that
+identify their cached features: everything that changes the reference's pixels is in the name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from gancli.errors import GancliError
+from gancli.metrics.inputs import FolderFiles, LazyImages
+from gancli.recipes import DataConfig
+
+REF_MAX = 50_000       # reference images used when no --ref-n is given (a seeded subset beyond)
+SUBSET_SEED = 0        # fixed: the subset is part of the cache name's meaning
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+@dataclass
+class Reference:
+    """The second input: a dataset plus the cache name that identifies its statistics."""
+    dataset: Dataset
+    key: str            # identifies the images; the feature extractor is added by cache_name()
+    description: str
+    n: int | None = None  # known without loading (folders); None for a lazily loaded recipe set
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")[:60] or "x"
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _subset(total: int, n: int | None) -> torch.Tensor | None:
+    """Indices of at most n of `total` items (None: all): a seeded random subset, sorted, since
+    data sets are often ordered by class and the first n would be biased."""
+    if n is None or n >= total:
+        return None
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return idx[:n].sort().values
+
+
+def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None = None) -> Reference:
+    """The images of a recipe's data set (a split, at the recipe's size and channels)."""
+    from gancli.data import open_dataset
+
+    if split not in ("train", "test"):
+        raise GancliError(f"--split must be train or test, got '{split}'")
+    if n is not None and n <= 0:
+        raise GancliError(f"--ref-n must be positive, got {n}")
+    limit = n if n is not None else REF_MAX
+
+    def open_() -> tuple[Any, torch.Tensor | None]:
+        data = open_dataset(data_cfg, split)
+        src = data.images if hasattr(data, "images") else data  # ImageData or a lazy folder
+        return src, _subset(len(src), limit)
+
+    d = data_cfg
+    local = d.path or (os.environ.get(d.env) if d.env else None)
+    # Readable part: data set, split, resolution, channels, size of the set. The hash covers
+    # whatever else changes pixels (crop, limit, a local copy, a hub id).
+    tag = (f"{d.source}-{split}-{d.image_size}px{d.channels}c"
+           + (f"-crop{d.crop}" if d.crop else "") + (f"-first{d.limit}" if d.limit else "")
+           + f"-n{n if n is not None else 'all'}")
+    h = _short_hash({"source": d.source, "split": split, "size": d.image_size,
+                     "channels": d.channels, "crop": d.crop, "limit": d.limit, "hf_id": d.hf_id,
+                     "local": str(Path(local).expanduser().resolve()) if local else None,
+                     "n": limit, "subset_seed": SUBSET_SEED, "v": 1})
+    what = f"{d.source} {split} split at {d.image_size}px" + (f", {n} images" if n else "")
+    return Reference(LazyImages(open_), f"gancli-{_slug(tag)}-{h}", what)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise GancliError(f"no such folder of images: {folder}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise GancliError(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return files
+
+
+def folder_reference(folder: str | Path, n: int | None = None) -> Reference:
+    """Any folder of images (searched recursively). The cache name carries a fingerprint of the
+    file list, sizes and modification times: change a file and the statistics are recomputed."""
+    root = Path(folder)
+    files = image_files(root)
+    if n is not None:
+        if n <= 0:
+            raise GancliError(f"--ref-n must be positive, got {n}")
+        idx = _subset(len(files), n)
+        if idx is not None:
+            files = [files[i] for i in idx.tolist()]
+    stamp = []
+    for f in files:
+        st = f.stat()
+        stamp.append([str(f.relative_to(root)), st.st_size, st.st_mtime_ns])
+    h = _short_hash({"root": str(root.resolve()), "files": stamp, "v": 1})
+    name = f"gancli-folder-{_slug(root.resolve().name)}-n{len(files)}-{h}"
+    return Reference(FolderFiles(files), name, f"folder {folder} ({len(files)} images)", len(files))
+
+
+
+def cache_name(ref: Reference, feature_extractor: str, weights_tag: str = "",
+               precision: str = "fp32") -> str:
+    """The name of a reference's cached features: the reference's key plus the extractor, the
+    weights it ran with and its precision, so features from one are never read for another."""
+    name = f"{ref.key}-{feature_extractor}"
+    if weights_tag:
+        name += f"-{_slug(weights_tag)}"
+    if precision != "fp32":
+        name += f"-{precision}"
+    return name
