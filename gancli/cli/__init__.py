@@ -8,12 +8,13 @@ from gancli.cli.base import app, debugging, default_output, explain, friendly
 
 # Importing a module registers its commands; `gancli --help` lists them in this order.
 from gancli.cli import training  # noqa: E402
+from gancli.cli import data  # noqa: E402
 from gancli.cli import pictures  # noqa: E402
 from gancli.cli import measures  # noqa: E402
 from gancli.cli import sharing  # noqa: E402
 
 __all__ = ["app", "debugging", "default_output", "explain", "friendly", "main"]
-COMMAND_MODULES = (training, pictures, measures, sharing)
+COMMAND_MODULES = (training, data, pictures, measures, sharing)
 
 
 def main() -> None:

@@ -18,9 +18,10 @@ This package's face: everything gancli imports from ``gancli.data`` is re-export
 lives in base (ImageData, LazySource), registry (loader/folder_index registration, load_images,
 open_dataset), pixels (resizing, compositing transparency onto a background, decoding one image,
 to_uint8), folders (FileIndex, index_folder, decode_all, FolderImages), batches (DeviceBatches,
-StreamBatches, make_batches, budgets), common (IDX and HuggingFace helpers), hub (HubIndex,
-HFImages, open_hub, and the source `hf`) and one module per data source, which registers itself
-by name: adding a source is one new file, named in :data:`gancli.data.registry.BUILTIN`.
+StreamBatches, make_batches, budgets), preview (what training will see: `gancli data`), common
+(IDX and HuggingFace helpers), hub (HubIndex, HFImages, open_hub, and the source `hf`) and one
+module per data source, which registers itself by name: adding a source is one new file, named
+in :data:`gancli.data.registry.BUILTIN`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gancli.data.pixels import (conform, decode_file, flatten, has_alpha, prepar
                                 resize_uint8, to_uint8)
 from gancli.data.registry import (INDEXERS, LOADERS, Indexer, Loader, folder_index, load_images,
                                   loader, open_dataset)
+from gancli.data.preview import DataView, look, training_device
 # The built-in sources (importing them registers them) and the names they always exported here.
 from gancli.data.cifar10 import (CIFAR10_CLASSES, CIFAR_BIN_FILES, index_cifar10, load_cifar10,
                                  read_cifar_bin)
@@ -60,7 +62,7 @@ __all__ = [
     "conform", "decode_file", "flatten", "has_alpha", "prepare_image", "resize_uint8",
     "to_uint8",
     "INDEXERS", "LOADERS", "Indexer", "Loader", "folder_index", "load_images", "loader",
-    "open_dataset",
+    "open_dataset", "DataView", "look", "training_device",
     "CIFAR10_CLASSES", "CIFAR_BIN_FILES", "index_cifar10", "load_cifar10", "read_cifar_bin",
     "load_digits", "EMOJI_CATEGORIES", "index_emoji", "load_emoji", "index_faces", "load_faces", "DEBIAN_FASHION_MNIST", "FASHION_CLASSES",
     "load_fashion_mnist", "index_fashion_mnist", "index_imagefolder", "load_imagefolder",
