@@ -36,9 +36,7 @@ def data_command(
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="The grid, a .png (default runs/data/<recipe>-<split>.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Show what training will see: a grid of the images exactly as the training loop gets them
-    (cropped, resized, channels, background), and the counts (images, classes, files skipped,
-    in memory or streamed)."""
+    """Show what training will see: a grid of images as the loop gets them, and the counts."""
     from gancli.files import safe_name
     from gancli.generate import check_count, check_seed
     from gancli.recipes import resolve_data
