@@ -109,7 +109,8 @@ def test_streamed_folder_with_transparency(tmp_path):
     assert r.exit_code == 0, r.output
     text = said(r)
     assert "5 at 2x2, RGB, transparency on black" in text and "classes none (no labels)" in text
-    assert "streamed: decoded image by image from files" in text and 'data.stream is "stream"' in text
+    assert "streamed: decoded image by image from files" in text
+    assert 'data.stream is "stream"' in text
     cell = np.asarray(Image.open(out))[2:66, 2:66]            # the first image, scaled 32x
     assert (cell[:32, :32] == 0).all() and (cell[:32, 32:] == (255, 0, 0)).all()
     assert "bg000000" in text

@@ -59,7 +59,7 @@ def _vendors(cfg: DataConfig) -> tuple[str, ...]:
 
 
 def _packages(d: Path) -> list[Path]:
-    """The emoji packages at `d`: `d` itself when it holds emoji.json, else its subfolders that do."""
+    """The emoji packages at `d`: `d` when it holds emoji.json, else its subfolders that do."""
     if (d / "emoji.json").is_file():
         return [d]
     return sorted(p for p in d.iterdir() if p.is_dir() and (p / "emoji.json").is_file())
