@@ -73,9 +73,11 @@ class FolderFiles(Dataset):
     def _open(path: Path):
         from PIL import Image, UnidentifiedImageError
 
+        from gancli.data.pixels import flatten
+
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
+            with Image.open(path) as im:   # transparency on white, as training sees it
+                return flatten(im, "white")
         except (OSError, UnidentifiedImageError) as e:
             raise GancliError(f"cannot read image {path} ({e})") from None
 

@@ -3,6 +3,7 @@ identify their cached features: everything that changes the reference's pixels i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -71,10 +72,13 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     tag = (f"{d.source}-{split}-{d.image_size}px{d.channels}c"
            + (f"-crop{d.crop}" if d.crop else "") + (f"-first{d.limit}" if d.limit else "")
            + f"-n{n if n is not None else 'all'}")
-    h = _short_hash({"source": d.source, "split": split, "size": d.image_size,
-                     "channels": d.channels, "crop": d.crop, "limit": d.limit, "hf_id": d.hf_id,
+    # Every data setting is hashed (background, vendor and any added later change pixels too),
+    # bar those that only decide where the images live: the local copy is hashed as a resolved
+    # path instead.
+    fields = {k: v for k, v in dataclasses.asdict(d).items() if k not in ("path", "env", "stream")}
+    h = _short_hash({**fields, "split": split,
                      "local": str(Path(local).expanduser().resolve()) if local else None,
-                     "n": limit, "subset_seed": SUBSET_SEED, "v": 1})
+                     "n": limit, "subset_seed": SUBSET_SEED, "v": 2})
     what = f"{d.source} {split} split at {d.image_size}px" + (f", {n} images" if n else "")
     return Reference(LazyImages(open_), f"gancli-{_slug(tag)}-{h}", what)
 

@@ -361,10 +361,11 @@ def _safe_inception():
         """torch-fidelity's InceptionV3 with weights gancli loaded (`weights`: a
         :class:`Weights`; None builds an empty skeleton). `precision` "bf16" runs the network
         under bf16 autocast (the resize and the features stay fp32); `channels_last` the memory
-        layout CPUs' convolutions prefer."""
+        layout CPUs' convolutions prefer; `fold` folds batch norm into the convolutions."""
 
         def __init__(self, name: str, features_list: Any, weights: Weights | None = None,
-                     precision: str = "fp32", channels_last: bool = False, **kwargs: Any):
+                     precision: str = "fp32", channels_last: bool = False, fold: bool = True,
+                     **kwargs: Any):
             state = None
             if weights is not None:
                 state = dict(weights.tensors)
@@ -375,7 +376,7 @@ def _safe_inception():
             with _handing(fe_mod, "load_state_dict_from_url", lambda *a, **k: state):
                 super().__init__(name, features_list, **kwargs)
             self.precision, self.channels_last = precision, channels_last
-            if weights is not None:
+            if weights is not None and fold:
                 _fold_batch_norm(self)
             if channels_last:
                 self.to(memory_format=torch.channels_last)
