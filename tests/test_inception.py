@@ -192,3 +192,18 @@ def test_planted_pickles_never_run(tiny_run, tmp_path, monkeypatch, quick_classi
     r = invoke("score", tiny_run, "--n", "20", "--device", "cpu", "--json")
     assert r.exit_code == 0, r.output
     assert not marker.exists()
+
+
+def test_a_consistent_cache_file_with_other_weights_is_not_used():
+    """Someone who can write the cache writes a well-formed file with other numbers: its own
+    checksum matches, the pinned digest of the network does not."""
+    from gancli.files import write_safetensors
+
+    w = M.inception_weights()
+    bad = dict(w.tensors)
+    bad["Conv2d_1a_3x3.conv.weight"] = torch.zeros_like(bad["Conv2d_1a_3x3.conv.weight"])
+    cached = W.weights_cache() / f"{W.NVLABS_CONVERTED}.safetensors"
+    write_safetensors(cached, bad, {"network": W.NVLABS_CONVERTED})
+    again = M.inception_weights()
+    assert torch.equal(again.tensors["Conv2d_1a_3x3.conv.weight"],
+                       w.tensors["Conv2d_1a_3x3.conv.weight"])

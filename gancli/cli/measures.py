@@ -36,6 +36,14 @@ def _record_in_run(loaded_path: Path, record: dict) -> Optional[Path]:
     return root / "metrics.jsonl"
 
 
+CPU_FID_SAMPLES = 2000    # a few minutes on 2 cores in bf16 (docs/performance.md: the spread)
+GPU_FID_SAMPLES = 10000
+
+
+def default_fid_samples(dev) -> int:
+    return GPU_FID_SAMPLES if dev.type == "cuda" else CPU_FID_SAMPLES
+
+
 def _figures_table(title: str, rows: list[tuple[str, str]]):
     from rich.console import Group
     from rich.table import Table
@@ -56,7 +64,7 @@ def fid(
     split: str = typer.Option("train", "--split", help="Which split of the recipe data is the reference: train or test."),
     ref_n: Optional[int] = typer.Option(None, "--ref-n", help="Reference images: a fixed random subset of this size (default: all, at most 50,000)."),
     metrics: str = typer.Option("fid,kid", "--metrics", help="Comma list of fid, kid, isc (Inception score), prc (precision/recall; uses VGG16)."),
-    n: int = typer.Option(10000, "--n", help="Generated samples. 10,000 keeps a GPU run to a minute or two; FID shrinks as n grows, so compare figures at equal n (50,000 for published numbers)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Generated samples (default: 10,000 on a GPU, 2,000 on a CPU, where Inception runs at 10-20 images/s). FID shrinks as n grows: compare figures at equal n (50,000 for published numbers)."),
     batch_size: int = typer.Option(128, "--batch-size", "-b"),
     seed: int = typer.Option(0, "--seed", help="Latents are those of `sample --seed S --n N`."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
@@ -80,7 +88,8 @@ def fid(
                                  latent_bytes, launch_device, pick_device)
 
     wanted = M.parse_metrics(metrics)
-    check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
+    if n is not None:
+        check_count(n, "--n", at_least=2, at_most=MAX_METRIC_SAMPLES)
     check_count(batch_size, "--batch-size", at_most=MAX_BATCH)
     if ref_n is not None:
         check_count(ref_n, "--ref-n", at_least=2, at_most=MAX_METRIC_SAMPLES)
@@ -92,6 +101,8 @@ def fid(
     loaded = None
     if _is_generator_path(src):
         loaded, dev = load(source, ema, step, launch_device(device))
+        if n is None:
+            n = default_fid_samples(dev)
         # torch-fidelity pulls images batch by batch; the latents are drawn up front
         check_memory(latent_bytes(loaded.spec, n), f"the latents of {n:,} images", "a smaller --n")
         input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed)

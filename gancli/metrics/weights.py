@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 
 from gancli.errors import GancliError
-from gancli.files import cache_dir, write_safetensors
+from gancli.files import cache_dir, tensor_digest, write_safetensors
 
 INCEPTION = "inception-v3-compat"
 VGG16 = "vgg16"
@@ -54,6 +54,7 @@ NVLABS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 # The converted tensors' digest (gancli.files.tensor_digest): the conversion is deterministic, so
 # a cache file that does not carry this digest is not the network and is rebuilt.
 NVLABS_CONVERTED = "nvlabs-2015-12-05"
+NVLABS_DIGEST = "db4fc3742c50ef0aaa6bce9e7e549de2666f89002a8bc68a635b62a54f4df104"  # tensors only
 FC_KEYS = ("fc.weight", "fc.bias")
 INSTALL_HINT = "pip install 'gancli[fid]'"
 
@@ -203,6 +204,8 @@ def _cached(name: str, source: str) -> Weights | None:
         return None  # damaged: rebuilt from its source
     if meta.get("network") != name:
         return None
+    if name == NVLABS_CONVERTED and tensor_digest(tensors, {}) != NVLABS_DIGEST:
+        return None  # consistent but not the network (written by someone else): rebuilt
     return Weights(tensors, f"{source} (converted: {p})", name, all(k in tensors for k in FC_KEYS))
 
 
@@ -277,6 +280,9 @@ def _nvlabs(p: Path) -> Weights:
     if cached is not None:
         return cached
     tensors = convert_nvlabs(p)
+    if tensor_digest(tensors, {}) != NVLABS_DIGEST:
+        raise GancliError(f"converting {p} gave other weights than the published network's "
+                          f"(a gancli bug or a changed torch): please report it")
     _store(NVLABS_CONVERTED, tensors, str(p), _file_hash(p, "sha256"))
     return Weights(tensors, f"NVlabs inception-2015-12-05 ({p})", NVLABS_CONVERTED, False)
 
