@@ -15,7 +15,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -36,9 +36,38 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
-def generator_metadata(cfg: Config, step: int, ema: bool) -> dict[str, str]:
-    return {"format": FORMAT, "gancli_version": __version__, "model": cfg.model,
+def generator_metadata(cfg: Config, step: int, ema: bool,
+                       class_names: Sequence[str] | None = None) -> dict[str, str]:
+    """A generator file's metadata. `class_names` (the data set's, one per label value) let
+    generation commands take a label by name (`sample --label Flags`) from the file alone."""
+    meta = {"format": FORMAT, "gancli_version": __version__, "model": cfg.model,
             "config": cfg.to_json(), "step": str(step), "ema": "true" if ema else "false"}
+    if class_names:
+        meta["class_names"] = json.dumps([str(n) for n in class_names], ensure_ascii=False)
+    return meta
+
+
+MAX_CLASS_NAME = 200             # characters of one class name read from a file
+
+
+def read_class_names(meta: dict[str, str], cfg: Config) -> tuple[str, ...] | None:
+    """The class names a generator file records, else those its data source always has (files
+    written before names were recorded); None when neither gives one name per class. Names are
+    only ever shown and matched, so a malformed entry is ignored rather than refused."""
+    k = int(cfg.data.num_classes or 0)
+    names: Any = None
+    try:
+        names = json.loads(meta["class_names"]) if "class_names" in meta else None
+    except ValueError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        from gancli.data import fixed_class_names
+
+        names = fixed_class_names(cfg.data.source)
+    if not names or len(names) != k:
+        return None
+    # one line each, whatever a folder or a file called them: they go into error lines
+    return tuple(re.sub(r"[\x00-\x1f\x7f]", "?", n)[:MAX_CLASS_NAME] for n in names)
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -115,21 +144,22 @@ def save_checkpoint(run_dir: Path, step: int, cfg: Config, *, generator: nn.Modu
                     discriminator: nn.Module, generator_ema: nn.Module | None,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                     state: dict[str, Any], name: str | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+                    extra_tensors: dict[str, torch.Tensor] | None = None,
+                    class_names: Sequence[str] | None = None) -> Path:
     """Write one checkpoint directory, atomically as a whole: readers see all files or none.
 
     `state` goes to state.json; `extra_tensors` (random generator states, the preview latents)
-    to training_state.safetensors."""
+    to training_state.safetensors; `class_names` into the generator files' metadata."""
     target = run_dir / "checkpoints" / (name or step_dir_name(step))
     with atomic_dir(target) as tmp:
         if extra_tensors:
             write_safetensors(tmp / "training_state.safetensors", extra_tensors,
                               {"gancli_version": __version__})
         write_safetensors(tmp / "generator.safetensors", generator.state_dict(),
-                          generator_metadata(cfg, step, ema=False))
+                          generator_metadata(cfg, step, ema=False, class_names=class_names))
         if generator_ema is not None:
             write_safetensors(tmp / "generator_ema.safetensors", generator_ema.state_dict(),
-                              generator_metadata(cfg, step, ema=True))
+                              generator_metadata(cfg, step, ema=True, class_names=class_names))
         write_safetensors(tmp / "discriminator.safetensors", discriminator.state_dict(),
                           {"format": "gancli-discriminator", "model": cfg.model,
                            "step": str(step), "gancli_version": __version__})
@@ -247,6 +277,7 @@ class LoadedGenerator:
     step: int
     ema: bool
     path: Path
+    class_names: tuple[str, ...] | None = None   # one per label value, when known
 
 
 # Files from elsewhere are untrusted: bound what gancli reads before it parses anything.
@@ -393,8 +424,10 @@ def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
                           f"({_first(e)})") from None
     step_text = meta.get("step", "0")
     G.to(device).eval().requires_grad_(False)
-    return LoadedGenerator(G, spec, cfg, int(step_text) if step_text.isdigit() else 0,
-                           meta.get("ema") == "true", file)
+    names = read_class_names(meta, cfg)
+    return LoadedGenerator(G, spec.with_class_names(names), cfg,
+                           int(step_text) if step_text.isdigit() else 0,
+                           meta.get("ema") == "true", file, names)
 
 
 def load_training_state(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:

@@ -125,7 +125,9 @@ class Evaluator:
             if self.classifier is None:
                 self.classifier, self.classifier_info = load_or_train(
                     self.cfg.data, device, progress=self.say)
-                self.say(f"classifier test accuracy {self.classifier_info['accuracy']:.4f}")
+                info = self.classifier_info
+                self.say(f"classifier test accuracy {info['accuracy']:.4f}, balanced "
+                         f"{info['balanced_accuracy']:.4f} (mean per-class recall)")
             loaded = LoadedGenerator(G, self.spec, self.cfg, step, self.cfg.train.ema, Path())
             return score_generator(loaded, self.n, seed, device, self.classifier,
                                    classifier_info=self.classifier_info, images=images)

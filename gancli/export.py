@@ -264,7 +264,7 @@ def export_safetensors(g: LoadedGenerator, target: Path) -> dict[str, Any]:
     """The generator file alone, loaded back (from its temporary name) before it is put in
     place."""
     tensors = g.generator.state_dict()
-    meta = generator_metadata(g.config, g.step, g.ema)
+    meta = generator_metadata(g.config, g.step, g.ema, g.class_names)
     meta["latent_spec"] = json.dumps(spec_dict(g.spec), sort_keys=True)
     with atomic_path(target) as tmp:
         write_safetensors(tmp, tensors, meta)

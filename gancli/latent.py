@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -21,6 +21,14 @@ from gancli.errors import GancliError
 Latents = dict[str, torch.Tensor]
 _Z_NAME = re.compile(r"z([0-9]+)")
 MAX_VALUE = 1e4      # largest |value| a continuous code or noise dimension may be set to
+MAX_LISTED = 24      # class names listed in one error line; past this, a count
+
+
+def name_list(names: "tuple[str, ...] | list[str]") -> str:
+    """'0 Activities, 1 Animals & Nature, ...': values and names for an error line (one line
+    even for an image folder of a thousand classes)."""
+    shown = ", ".join(f"{i} {n}" for i, n in enumerate(names[:MAX_LISTED]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > MAX_LISTED else "")
 
 
 def check_value(value: float, what: str) -> float:
@@ -38,10 +46,35 @@ class Code:
     low: float = -1.0            # a continuous code's training range (uniform)
     high: float = 1.0
     role: str = "code"           # "code": drawn at random; "label": the data's class when training
+    # A label's class names, one per value, when the checkpoint records them (or its source's
+    # classes are fixed): `--label Flags` then means the value of "Flags". Not part of equality:
+    # the same network with or without names is the same spec.
+    value_names: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def categorical(self) -> bool:
         return self.kind == "categorical"
+
+    def value_of(self, text: str, what: str) -> int:
+        """The value a class name stands for: its exact name, case-insensitive, or a prefix of
+        only one name. `what` starts the error line (e.g. "--label Flagz")."""
+        values = f"{self.name} takes integers 0..{self.size - 1}"
+        if not self.value_names:
+            why = (" and this checkpoint records no class names" if self.role == "label"
+                   else "")   # an InfoGAN code's values are found, never named
+            raise GancliError(f"{what}: {text!r} is not a number{why}: {values}")
+        key = text.strip().casefold()
+        folded = [n.casefold() for n in self.value_names]
+        if key in folded:
+            return folded.index(key)
+        hits = [i for i, n in enumerate(folded) if key and n.startswith(key)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise GancliError(f"{what}: {text!r} starts several class names "
+                              f"({', '.join(self.value_names[i] for i in hits)}): give more of it")
+        raise GancliError(f"{what}: unknown class {text!r}; {values} or a class name: "
+                          f"{name_list(self.value_names)}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,17 @@ class LatentSpec:
     def label_code(self) -> Code | None:
         return next((c for c in self.codes if c.role == "label"), None)
 
+    def with_class_names(self, names: "tuple[str, ...] | list[str] | None") -> "LatentSpec":
+        """This spec with the label code's values named (unchanged without a label code, or
+        when the names do not fit its values one for one)."""
+        lc = self.label_code
+        if lc is None or not names or len(names) != lc.size:
+            return self
+        if list(names) == [str(i) for i in range(lc.size)]:
+            return self     # digits named "0".."9": the names add nothing to the numbers
+        named = replace(lc, value_names=tuple(str(n) for n in names))
+        return replace(self, codes=tuple(named if c is lc else c for c in self.codes))
+
     # ------------------------------------------------------------------ drawing
     def sample(self, n: int, generator: torch.Generator | None = None,
                device: torch.device | str | None = None,
@@ -117,21 +161,28 @@ class LatentSpec:
             out[self.label_code.name] = labels.to(out["z"].device, torch.int64)
         return out
 
-    def parse_value(self, name: str, text: str, option: str = "--code") -> float | int:
+    def parse_value(self, name: str, text: str, option: str = "--code",
+                    what: str | None = None) -> float | int:
         """Turn a CLI value for a code into a number, checking it fits the code: a categorical
-        code takes one of its values; a continuous code or noise dimension any finite number
-        within +-MAX_VALUE (far past any training range, short of float32's overflow)."""
+        code takes one of its values (or, when they are named, a name: see :meth:`Code.value_of`;
+        a number always means the value itself); a continuous code or noise dimension any finite
+        number within +-MAX_VALUE (far past any training range, short of float32's overflow).
+        `what` starts an error line (default "OPTION NAME=TEXT")."""
+        what = what or f"{option} {name}={text}"
+        categorical = self.z_index(name) is None and self.code(name).categorical
         try:
             value = float(text)
         except ValueError:
-            raise GancliError(f"{option} {name}={text}: {text!r} is not a number") from None
-        if self.z_index(name) is None and self.code(name).categorical:
+            if categorical:     # a class name (`--label Flags`), when the values have names
+                return self.code(name).value_of(text, what)
+            raise GancliError(f"{what}: {text!r} is not a number") from None
+        if categorical:
             c = self.code(name)
             if not math.isfinite(value) or value != int(value) or not 0 <= value < c.size:
-                raise GancliError(f"{option} {name}={text}: {name} takes integers "
-                                  f"0..{c.size - 1}")
+                named = f", or a class name: {name_list(c.value_names)}" if c.value_names else ""
+                raise GancliError(f"{what}: {name} takes integers 0..{c.size - 1}{named}")
             return int(value)
-        check_value(value, f"{option} {name}={text}")
+        check_value(value, what)
         return value
 
     def fix(self, latents: Latents, name: str, value: float | int | torch.Tensor) -> Latents:

@@ -3,7 +3,10 @@
 - InfoGAN (a categorical code with one value per class, no label code): how well the code picks
   the class, after matching code values to classes one-to-one (Hungarian; the honest figure) and
   many-to-one (purity; an upper bound), with the code -> class table.
-- cGAN (a code with role "label"): how often the classifier agrees with the requested label.
+- cGAN (a code with role "label"): how often the classifier agrees with the requested label,
+  overall and per class. Read it against the classifier's own balanced accuracy on held-out real
+  images (mean per-class recall, reported beside it): the labels are drawn uniformly over the
+  classes, so that, not plain accuracy on a skewed test split, is the agreement's ceiling.
 - Every model: the share of samples per predicted class (mode coverage) and the Fréchet distance
   between generated and real test images in the classifier's feature space. That distance is
   computed by torch-fidelity with the classifier registered as a feature extractor, so the test
@@ -36,7 +39,8 @@ RARE_SHARE = 0.05  # a class with fewer samples than this share counts as (nearl
 def check_labelled(data_cfg: Any, what: str = "score") -> None:
     if not data_cfg.num_classes:
         raise GancliError(f"{what} needs a recipe with labels (mnist, fashion-mnist, cifar10, "
-                          f"digits); data source '{data_cfg.source}' has none: use gancli fid")
+                          f"digits, emoji); data source '{data_cfg.source}' has none: use "
+                          f"gancli fid")
 
 
 def info_code(spec: LatentSpec, num_classes: int) -> Code | None:
@@ -171,7 +175,10 @@ def score_generator(loaded: LoadedGenerator, n: int = 10000, seed: int = 0,
     out: dict[str, Any] = {
         "kind": "score", "model": cfg.model, "step": loaded.step, "ema": loaded.ema, "n": n,
         "seed": seed, "key_metric": key, "higher_is_better": higher,
-        "classifier_accuracy": info.get("accuracy"), "classifier": info.get("path"),
+        "classifier_accuracy": info.get("accuracy"),
+        "classifier_balanced_accuracy": info.get("balanced_accuracy"),
+        "classifier_recall_per_class": info.get("recall_per_class"),
+        "classifier": info.get("path"),
         "class_shares": [round(s, 4) for s in shares],
         "min_share": round(min(shares), 4), "max_share": round(max(shares), 4),
         "classes_under_5pct": sum(s < RARE_SHARE for s in shares),
@@ -185,6 +192,9 @@ def score_generator(loaded: LoadedGenerator, n: int = 10000, seed: int = 0,
         out.update(code=code.name, code_accuracy=round(acc, 4), code_purity=round(pur, 4),
                    code_to_class={str(c): v for c, v in sorted(one.items())},
                    code_table=_code_table(conf, one, many), confusion=conf.tolist())
+    names = loaded.class_names or info.get("class_names")
+    if names and len(names) == k:
+        out["class_names"] = list(names)
     label = spec.label_code
     if label is not None:
         asked = latents[label.name]

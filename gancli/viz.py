@@ -86,10 +86,56 @@ def grid(images: torch.Tensor, nrow: int, padding: int = 2, scale: int | None = 
     return out
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int | None = None) -> Path:
+MAX_LABEL_WIDTH = 160            # pixels of a row label; longer names are shortened with "..."
+
+
+def label_rows(picture: Image.Image, labels: Sequence[str], row_height: int,
+               padding: int = 2) -> Image.Image:
+    """`picture` (a grid of rows `row_height` pixels high plus `padding`) with a white margin at
+    its left holding each row's label, vertically centred on the row: a per-class grid says which
+    class each row is without a legend beside it."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def width(text: str) -> float:
+        return probe.textlength(text, font=font)
+
+    def fit(text: str) -> str:   # shorten until it fits the margin
+        if width(text) <= MAX_LABEL_WIDTH:
+            return text
+        while text and width(text + "...") > MAX_LABEL_WIDTH:
+            text = text[:-1]
+        return text + "..."
+
+    shown = [fit(t) for t in labels]
+    margin = int(max((width(t) for t in shown), default=0)) + 3 * padding
+    mode = picture.mode
+    out = Image.new(mode, (picture.width + margin, picture.height), 255 if mode == "L" else
+                    (255, 255, 255))
+    out.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    ink = 0 if mode == "L" else (0, 0, 0)
+    for r, text in enumerate(shown):
+        # centred by the text's own box (bitmap fonts take no anchor)
+        box = draw.textbbox((0, 0), text, font=font)
+        top = padding + r * (row_height + padding) + (row_height - (box[3] - box[1])) // 2
+        draw.text((2 * padding, top - box[1]), text, fill=ink, font=font)
+    return out
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int | None = None,
+              row_labels: Sequence[str] | None = None) -> Path:
+    """Write the grid of `images` as a PNG; `row_labels`, one per row, go in a margin at the
+    left (see :func:`label_rows`)."""
     path = Path(path)
+    picture = to_pil(grid(images, nrow, scale=scale))
+    if row_labels and images.shape[0] > 1:
+        s = _auto_scale(images.shape[-2]) if scale is None else scale
+        picture = label_rows(picture, row_labels, images.shape[-2] * s)
     with atomic_path(path) as tmp:
-        to_pil(grid(images, nrow, scale=scale)).save(tmp, format="PNG")
+        picture.save(tmp, format="PNG")
     return path
 
 

@@ -5,11 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 
-from gancli.classifier import (Classifier, evaluate, extract_features, load_or_train, predict,
-                               train_classifier)
-from gancli.data import ImageData, load_images
+from gancli.classifier import (Classifier, balanced_accuracy, class_recalls, class_weights,
+                               evaluate, evaluate_classes, extract_features, load_or_train,
+                               predict, train_classifier)
+from gancli.data import EMOJI_CATEGORIES, ImageData, load_images
+from gancli.data.emoji import held_out
 from gancli.errors import GancliError
 from gancli.files import write_safetensors
 from gancli.recipes import DataConfig
@@ -138,6 +141,98 @@ def test_bad_cache_file_is_retrained(monkeypatch, tmp_path, damage):
     assert info2["cached"] is False and any("retraining" in m for m in messages)
     _, info3 = load_or_train(TINY, epochs=1)  # overwritten with a sound file
     assert info3["cached"] is True
+
+
+def test_balanced_accuracy_is_the_mean_recall():
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 2])
+    always_0 = torch.zeros(10, dtype=torch.int64)
+    recalls = class_recalls(always_0, labels, 4)
+    assert recalls == [1.0, 0.0, 0.0, None]             # class 3 has no images: left out
+    assert balanced_accuracy(recalls) == pytest.approx(1 / 3)   # plain accuracy: 0.8
+    assert balanced_accuracy(class_recalls(labels, labels, 4)) == 1.0
+    assert balanced_accuracy([None, None]) == 0.0
+
+
+def test_class_weights_only_for_a_skewed_set():
+    assert class_weights(torch.arange(30) % 3, 3) is None                # balanced: as before
+    assert class_weights(torch.tensor([0, 0, 0, 1, 1, 2, 2]), 3) is None  # 1.5:1, within 2x
+    skewed = torch.tensor([0] * 12 + [1] * 3 + [2] * 3)
+    w = class_weights(skewed, 4)
+    totals = torch.bincount(skewed, minlength=4).float() * w
+    assert torch.allclose(totals[:3], torch.full((3,), 6.0)) and w[3] == 0   # equal totals
+
+
+# Nine colours, one per emoji group: a fake emoji package the classifier can learn in seconds.
+COLOURS = [(230, 30, 30), (30, 160, 30), (30, 30, 230), (230, 200, 0), (0, 200, 220),
+           (200, 0, 200), (120, 60, 0), (0, 0, 0), (150, 150, 150)]
+
+
+def colour_emoji(root: Path, train_per_group: int = 6, test_per_group: int = 2,
+                 big_group: int = 24) -> Path:
+    """emoji.json and 8 px RGBA PNGs (a coloured square on transparency, a little jitter) for
+    every group, People & Body with `big_group` training images (skewed, like the real set);
+    which emoji are test is the source's own hash split."""
+    pkg = root / "emoji-datasource-twitter"
+    img = pkg / "img" / "twitter" / "64"
+    img.mkdir(parents=True)
+    codes = {s: [f"1F{i:03X}" for i in range(4096) if held_out(f"1F{i:03X}") == (s == "test")]
+             for s in ("train", "test")}
+    entries, rng = [], torch.Generator().manual_seed(0)
+    used = {"train": 0, "test": 0}
+    for g, group in enumerate(EMOJI_CATEGORIES):
+        big = group == "People & Body"
+        for split, n in (("train", big_group if big else train_per_group),
+                         ("test", test_per_group)):
+            mine, used[split] = codes[split][used[split]: used[split] + n], used[split] + n
+            for code in mine:
+                entries.append({"unified": code, "image": f"{code.lower()}.png",
+                                "category": group})
+                jitter = torch.randint(-20, 21, (3,), generator=rng).tolist()
+                colour = tuple(max(0, min(255, c + j)) for c, j in zip(COLOURS[g], jitter))
+                im = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+                im.paste(colour + (255,), (1, 1, 7, 7))
+                im.save(img / f"{code.lower()}.png")
+    (pkg / "emoji.json").write_text(json.dumps(entries))
+    return pkg
+
+
+def test_colour_emoji_classifier_reports_balanced_accuracy(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANCLI_CACHE", str(tmp_path / "cache"))
+    cfg = DataConfig(source="emoji", path=str(colour_emoji(tmp_path)), image_size=16,
+                     channels=3, num_classes=9)
+    model, info = load_or_train(cfg, epochs=30)
+    assert (model.channels, model.image_size, model.num_classes) == (3, 16, 9)
+    assert info["n_train"] == 8 * 6 + 24 and info["n_test"] == 18
+    assert info["class_weighted"] is True                  # 24 against 6: the loss is weighted
+    assert info["class_names"] == EMOJI_CATEGORIES
+    assert info["test_class_counts"] == [2] * 9 and len(info["recall_per_class"]) == 9
+    assert 0.0 <= info["balanced_accuracy"] <= 1.0 and 0.0 <= info["accuracy"] <= 1.0
+    # balanced test split: the two figures agree; the colours are easy
+    assert info["balanced_accuracy"] == pytest.approx(info["accuracy"])
+    assert info["accuracy"] >= 0.8, info
+    test = load_images(cfg, "test")
+    assert evaluate_classes(model, test)["balanced_accuracy"] == pytest.approx(
+        info["balanced_accuracy"])
+    again, info2 = load_or_train(cfg, epochs=30)
+    assert info2["cached"] is True
+    assert {k: info2[k] for k in ("accuracy", "balanced_accuracy", "recall_per_class")} == \
+        {k: info[k] for k in ("accuracy", "balanced_accuracy", "recall_per_class")}
+
+
+def test_a_cache_file_from_before_balanced_accuracy_is_scored_not_retrained(monkeypatch,
+                                                                           tmp_path):
+    monkeypatch.setenv("GANCLI_CACHE", str(tmp_path))
+    _, info = load_or_train(TINY, epochs=1)
+    path = Path(info["path"])
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items()
+                if k not in ("balanced_accuracy", "recall_per_class", "test_class_counts")}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    write_safetensors(path, tensors, meta)
+    _, old = load_or_train(TINY, epochs=1)
+    assert old["cached"] is True
+    assert old["balanced_accuracy"] == pytest.approx(info["balanced_accuracy"])
+    assert old["recall_per_class"] == info["recall_per_class"]
 
 
 @pytest.mark.skipif(not (MNIST_RAW.is_dir() and os.environ.get("GANCLI_SLOW") == "1"),

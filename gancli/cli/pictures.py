@@ -29,8 +29,8 @@ def sample(
     n: int = typer.Option(64, "--n", help="Number of images."),
     seed: int = typer.Option(0, "--seed"),
     code: Optional[list[str]] = typer.Option(None, "--code", help="Fix a code: NAME=VALUE (repeatable), e.g. c1=3, c2=-1.5, z7=0."),
-    label: Optional[int] = typer.Option(None, "--label", help="Conditional models: the class to draw (same as --code label=N)."),
-    per_class: bool = typer.Option(False, "--per-class", help="Conditional models: one class per row."),
+    label: Optional[str] = typer.Option(None, "--label", help="Conditional models: the class to draw, a number or a class name (case-insensitive; a unique prefix will do), e.g. 3 or \"Flags\" (same as --code label=...)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Conditional models: one class per row (named at the left when the checkpoint knows the names)."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="a .png grid, a .npz, or a directory of PNG files."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row."),
@@ -45,7 +45,9 @@ def sample(
     import torch
 
     from gancli.generate import (MAX_FILES, check_count, check_memory, check_seed, generate,
-                                 generate_batches, image_bytes, latent_bytes, save_npz)
+                                 generate_batches, image_bytes, latent_bytes, parse_assignments,
+                                 save_npz)
+    from gancli.latent import name_list
     from gancli.viz import MAX_COLUMNS, check_picture, save_grid, write_image_batches
 
     check_count(n, "--n", at_most=MAX_FILES)
@@ -63,6 +65,11 @@ def sample(
         raise GancliError(f"--per-class needs a conditional model; {g.config.model} has no labels")
     if label is not None and lc is None:
         raise GancliError(f"--label needs a conditional model; {g.config.model} has no labels")
+    if per_class and (label is not None
+                      or any(k == lc.name for k, _ in parse_assignments(code, "--code"))):
+        # the label would overwrite every row's class, and the rows' names would lie
+        raise GancliError(f"--per-class draws every class, one per row: drop --label / --code "
+                          f"{lc.name}=..., or drop --per-class to draw one class")
     cols = max(1, n // lc.size) if per_class else 0
     count = lc.size * cols if per_class else n
     row = nrow or cols or max(1, int(math.ceil(math.sqrt(count))))
@@ -88,10 +95,10 @@ def sample(
         latents = {k: v[order] for k, v in latents.items()}
     else:
         latents = spec.sample(n, gen)
-    codes = list(code or [])
-    if label is not None:
-        codes.append(f"{lc.name}={label}")
-    latents = fix_codes(spec, latents, codes)
+    latents = fix_codes(spec, latents, code)
+    if label is not None:   # after --code, so --label wins as it did
+        value = spec.parse_value(lc.name, label, what=f"--label {label}")   # a number or a name
+        latents = spec.fix(latents, lc.name, value)
     if kind == "dir":  # streamed: one batch of images in memory at a time
         written = write_image_batches(generate_batches(g.generator, latents, dev), target)
         wrote(target, f"{written} PNG files")
@@ -99,6 +106,10 @@ def sample(
     images = generate(g.generator, latents, dev)
     if kind == "npz":
         wrote(save_npz(target, images, latents), f"{len(images)} images + latents")
+    elif per_class and nrow is None and lc.value_names:
+        # one row per class: each row's class name in a margin at its left
+        wrote(save_grid(images, target, nrow=row, row_labels=list(lc.value_names)),
+              f"grid of {len(images)}, one row per class: {name_list(lc.value_names)}")
     else:
         wrote(save_grid(images, target, nrow=row), f"grid of {len(images)}")
 

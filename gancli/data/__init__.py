@@ -68,4 +68,20 @@ __all__ = [
     "load_fashion_mnist", "index_fashion_mnist", "index_imagefolder", "load_imagefolder",
     "index_mnist", "load_mnist",
     "HFImages", "HubIndex", "index_hf", "load_hf_source", "open_hub", "open_local", "table_index",
+    "fixed_class_names",
 ]
+
+_DIGIT_NAMES = [str(i) for i in range(10)]
+# The sources whose classes never change, whatever copy is read: a checkpoint written before
+# generator files recorded their class names still takes a label by name.
+_FIXED_CLASS_NAMES = {"emoji": EMOJI_CATEGORIES, "cifar10": CIFAR10_CLASSES,
+                      "fashion-mnist": FASHION_CLASSES, "mnist": _DIGIT_NAMES,
+                      "digits": _DIGIT_NAMES}
+
+
+def fixed_class_names(source: str) -> list[str] | None:
+    """The class names of a source whose classes are fixed (emoji's 9 groups, CIFAR-10's ten
+    names, ...), read without opening any data; None for sources whose classes depend on the
+    data (image folders, HuggingFace sets)."""
+    names = _FIXED_CLASS_NAMES.get(source)
+    return list(names) if names is not None else None

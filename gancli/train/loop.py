@@ -132,7 +132,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
 
     ckpts = Checkpoints(run_dir, cfg, accelerator, G=G_raw, D=D_raw, ema=ema, opt_g=opt_g,
                         opt_d=opt_d, batches=batches, generators=generators, preview=preview,
-                        augment=aug)
+                        augment=aug, class_names=_class_names(data))
     guard = Guard(t.on_nan, accelerator,
                   {"G": G_raw, "D": D_raw, **({"ema": ema.model} if ema is not None else {})},
                   {"g": opt_g.optimizer, "d": opt_d.optimizer}, ema, counters, log, say,
@@ -219,6 +219,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
         + ", ".join(f"{k}={v:.3f}" for k, v in last_logs.items()) + ")")
     accelerator.end_training()
     return run_dir
+
+
+def _class_names(data: Any) -> list[str] | None:
+    """The training set's class names when it has labels and one name per class (ImageData and
+    lazy sources both carry them); the checkpoints record them."""
+    names = getattr(data, "class_names", None)
+    k = int(getattr(data, "num_classes", 0) or 0)
+    return list(names) if names and k and len(names) == k else None
 
 
 def _networks(cfg: Config, spec: LatentSpec, accelerator: Accelerator, saved: Saved,

@@ -145,8 +145,9 @@ class Checkpoints:
     def __init__(self, run_dir: Path, cfg: Config, accelerator: Accelerator, *, G: nn.Module,
                  D: nn.Module, ema: EMA | None, opt_g: Any, opt_d: Any, batches: Any,
                  generators: dict[str, torch.Generator], preview: dict[str, torch.Tensor],
-                 augment: Any = None) -> None:
+                 augment: Any = None, class_names: list[str] | None = None) -> None:
         self.run_dir, self.cfg, self.accelerator = run_dir, cfg, accelerator
+        self.class_names = class_names   # into the generator files: `sample --label NAME`
         self.augment = augment      # --augment ada's strength p, continued on resume
         self.G, self.D, self.ema, self.opt_g, self.opt_d = G, D, ema, opt_g, opt_d
         self.batches, self.generators, self.preview = batches, generators, preview
@@ -180,7 +181,7 @@ class Checkpoints:
                                generator_ema=self.ema.model if self.ema is not None else None,
                                opt_g=self.opt_g.optimizer, opt_d=self.opt_d.optimizer,
                                state={**self.state(counters), "rng": rng_rest}, name=name,
-                               extra_tensors=extra)
+                               extra_tensors=extra, class_names=self.class_names)
         if name is None:
             self.last, self.last_step = path, step
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
