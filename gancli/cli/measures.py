@@ -197,8 +197,10 @@ def score(
     procs.barrier()
     if not procs.main:
         clf, info = load_or_train(g.config.data, dev, progress=say)
-    say(f"classifier: test accuracy {info['accuracy']:.4f} on {info['test_name']}"
-        + (" (cached)" if info.get("cached") else ""))
+    balanced = info.get("balanced_accuracy")
+    say(f"classifier: test accuracy {info['accuracy']:.4f}"
+        + (f", balanced {balanced:.4f} (mean per-class recall)" if balanced is not None else "")
+        + f" on {info['test_name']}" + (" (cached)" if info.get("cached") else ""))
     res = score_generator(g, n, seed, dev, clf, classifier_info=info)
     if not procs.main:
         return
@@ -211,7 +213,11 @@ def score(
         rows += [(f"{res['code']} accuracy (one-to-one)", f"{res['code_accuracy']:.4f}"),
                  (f"{res['code']} purity (many-to-one)", f"{res['code_purity']:.4f}")]
     if "label_agreement" in res:
-        rows.append(("label agreement", f"{res['label_agreement']:.4f}"))
+        # labels are drawn uniformly: the classifier's balanced accuracy is the ceiling
+        ceiling = res.get("classifier_balanced_accuracy")
+        rows.append(("label agreement", f"{res['label_agreement']:.4f}"
+                     + (f" (classifier's balanced accuracy {ceiling:.4f})"
+                        if ceiling is not None else "")))
     rows += [("classifier Fréchet distance", f"{res['classifier_fd']:.4f}"),
              ("smallest class share", f"{res['min_share']:.4f}"),
              ("largest class share", f"{res['max_share']:.4f}"),
@@ -232,6 +238,14 @@ def score(
         out.print(table)
     out.print("class shares: " + " ".join(f"{i}:{s:.3f}" for i, s in enumerate(res["class_shares"])),
               soft_wrap=True)
+    if "label_agreement_per_class" in res:
+        names = res.get("class_names") or [str(i) for i in range(len(res["class_shares"]))]
+        recall = res.get("classifier_recall_per_class") or [None] * len(names)
+        cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        out.print("label agreement per class (classifier's recall on real test images): "
+                  + "; ".join(f"{n} {cell(a)} ({cell(r)})" for n, a, r in
+                              zip(names, res["label_agreement_per_class"], recall)),
+                  soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- export
