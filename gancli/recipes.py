@@ -28,7 +28,7 @@ from gancli.errors import GancliError
 DEFAULT_RECIPE = "digits"
 MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
 ADAM_IMPLS = ("auto", "plain", "foreach", "fused")
-LOSSES = ("bce", "lsgan", "hinge")
+LOSSES = ("bce", "lsgan", "hinge", "rpgan")
 EVAL_METRICS = ("score", "fid")
 ON_NAN = ("stop", "skip")          # what a non-finite loss does: end the run, or roll back
 AUGMENT_GROUPS = ("colour", "translation", "cutout")   # --augment's ops (gancli.train.augment)
@@ -63,7 +63,7 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    loss: str = "bce"                # bce (non-saturating) | lsgan | hinge
+    loss: str = "bce"                # bce (non-saturating) | lsgan | hinge | rpgan (relativistic)
     g_steps: int = 1                 # generator updates per discriminator update
     seed: int = 0
     mixed_precision: str = "no"
@@ -87,7 +87,17 @@ class TrainConfig:
     augment: str = "none"            # none | diffaug | ada | a comma list of colour, translation, cutout
     ada_target: float = 0.6          # ada: the E[sign D(real)] p is adjusted towards
     r1: float = 0.0                  # R1 penalty's gamma on reals (0: off)
-    r1_every: int = 1                # lazy R1: every K steps (times K)
+    r1_every: int = 1                # lazy R1 and R2: every K steps (times K)
+    r2: float = 0.0                  # R2 penalty's gamma on generated images (0: off)
+    # Schedules (gancli.train.schedules), each a cosine from its start to its end over
+    # decay_steps, then held; each value is a function of the step alone, so a resumed run
+    # takes them up exactly where it stopped.
+    decay_steps: int = 0             # the schedules' length in steps (0: every value constant)
+    lr_decay_to: float = 1.0         # lr_g and lr_d end at this fraction of themselves
+    gamma_decay_to: float = 1.0      # r1 and r2 end at this fraction of themselves
+    beta2_start: float | None = None  # Adam's beta2 rises from this to beta2 (None: constant)
+    ema_half_life: float = 0.0       # EMA half-life in images (0: ema_decay, warmed up)
+    ema_ramp: float = 0.0            # half-life at most ema_ramp x the images seen (0: no ramp)
     out: str | None = None
 
 
@@ -245,8 +255,9 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
             data_overrides: Mapping[str, Any] | None = None) -> Config:
     """Merge recipe defaults, the model family's section and CLI overrides into one Config.
 
-    Precedence, lowest first: TrainConfig defaults, the recipe's [train], the recipe's
-    [models.<model>], then `overrides` (None values are ignored, so unset CLI flags do not count).
+    Precedence, lowest first: TrainConfig defaults, the family's own `train_defaults`, the
+    recipe's [train], the recipe's [models.<model>], then `overrides` (None values are ignored,
+    so unset CLI flags do not count).
     """
     name, raw = read_recipe(recipe or DEFAULT_RECIPE)
     if "data" not in raw:
@@ -266,7 +277,9 @@ def resolve(model: str, recipe: str | None = None, overrides: Mapping[str, Any] 
     data_d = _data_table(name, raw, data_overrides)
 
     family = dict(raw.get("models", {}).get(model, {}))
-    train_d: dict[str, Any] = {}
+    # A family's own training defaults (r3gan: its loss, penalties, betas) come first, so that
+    # it trains as itself on a recipe that never heard of it; the recipe and the CLI override.
+    train_d: dict[str, Any] = dict(family_train_defaults(model))
     train_d.update(raw.get("train", {}))
     train_d.update({k: v for k, v in family.items() if k in TRAIN_KEYS})
     model_args = {k: v for k, v in family.items() if k not in TRAIN_KEYS}
@@ -322,6 +335,14 @@ def resolve_data(recipe: str | None = None,
     return name, data
 
 
+def family_train_defaults(model: str) -> Mapping[str, Any]:
+    """The training settings a model family brings (its `train_defaults`; most have none).
+    Imported late, as in check_model_args."""
+    from gancli.models import get_family
+
+    return getattr(get_family(model), "train_defaults", {})
+
+
 def check_model_args(cfg: Config) -> None:
     """Let the model family judge its settings (types, ranges, unknown keys) now, not when the
     run starts. Imported late: the families pull in torch, which recipes does not need."""
@@ -352,6 +373,9 @@ TRAIN_RANGES = {
     "checkpoint_every": Range(1, 10 ** 9), "eval_every": Range(0, 10 ** 9),
     "eval_samples": Range(1, 100_000),
     "ada_target": Range(0, 1, True, True), "r1": Range(0, 1e9), "r1_every": Range(1, 1000),
+    "r2": Range(0, 1e9), "decay_steps": Range(0, 10 ** 9), "lr_decay_to": Range(0, 1),
+    "gamma_decay_to": Range(0, 1), "beta2_start": Range(0, 1, hi_open=True),
+    "ema_half_life": Range(0, 1e12), "ema_ramp": Range(0, 1000),
 }
 DATA_RANGES = {
     "image_size": Range(1, 1024), "num_classes": Range(0, 100_000),
@@ -359,7 +383,7 @@ DATA_RANGES = {
 }
 _FLAGS = {"steps", "epochs", "batch_size", "lr_g", "lr_d", "g_steps", "seed", "ema_decay",
           "log_every", "sample_every", "checkpoint_every", "eval_every", "ada_target", "r1",
-          "r1_every"}
+          "r1_every", "r2"}
 
 
 def _check_range(name: str, v: Any, r: Range) -> None:
@@ -400,6 +424,15 @@ def validate(cfg: Config) -> None:
         raise GancliError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, "
                           f"got '{t.eval_metric}'")
     augment_policy(t.augment)
+    if not t.decay_steps:
+        moving = [k for k, v in (("lr_decay_to", t.lr_decay_to != 1),
+                                 ("gamma_decay_to", t.gamma_decay_to != 1),
+                                 ("beta2_start", t.beta2_start is not None)) if v]
+        if moving:   # a schedule with no length would silently hold its start value
+            raise GancliError(f"train.{moving[0]} needs train.decay_steps (the steps over which "
+                              f"the schedules run)")
+    if t.ema_ramp and not t.ema_half_life:
+        raise GancliError("train.ema_ramp needs train.ema_half_life (the half-life it ramps to)")
 
 
 def validate_data(d: DataConfig) -> None:

@@ -202,10 +202,10 @@ def test_the_loop_augments_real_and_fake_in_d_step_and_fake_in_g_step(model, tmp
         fed.extend([real, fake])
         return d_loss(D, real, labels, fake, *a)
 
-    def g_spy(D, fake, *a):
+    def g_spy(D, fake, *a, **kw):
         assert isinstance(D, A.AugmentedD)
         fed.append(fake)
-        return g_loss(D, fake, *a)
+        return g_loss(D, fake, *a, **kw)
 
     monkeypatch.setattr(A.Augment, "__call__", spy)
     monkeypatch.setattr(family, "d_loss", d_spy)

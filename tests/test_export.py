@@ -13,7 +13,7 @@ from gancli.checkpoint import load_generator, read_metadata
 from gancli.data import to_uint8
 from test_families import trained
 
-ALL = ("gan", "cgan", "infogan", "dcgan")
+ALL = ("gan", "cgan", "infogan", "dcgan", "r3gan")
 
 
 @pytest.fixture(params=ALL)

@@ -1,4 +1,5 @@
-"""gan, cgan and dcgan: shapes, one training step, and train -> sample/traverse through the CLI."""
+"""gan, cgan, dcgan and r3gan: shapes, one training step, and train -> sample/traverse through
+the CLI."""
 
 import shutil
 from dataclasses import replace
@@ -16,7 +17,7 @@ from gancli.models import get_family
 from gancli.models.dcgan import size_plan
 from gancli.recipes import resolve
 
-FAMILIES = ("gan", "cgan", "dcgan")
+FAMILIES = ("gan", "cgan", "dcgan", "r3gan")
 
 TINY = """
 description = "tiny digits for family tests"
@@ -42,6 +43,11 @@ channels = 8
 noise_dim = 8
 channels = 8
 kernel = 4
+[models.r3gan]
+noise_dim = 8
+width = 8
+max_width = 16
+group_size = 8
 """
 
 _RUNS: dict[str, Path] = {}
@@ -78,7 +84,8 @@ def cgan_run(tmp_path_factory) -> Path:
 
 def tiny_cfg(name: str, size: int = 16, loss: str = "bce", **args):
     cfg = resolve(name, None, {"steps": 1, "loss": loss})
-    small = {"gan": {"hidden": 32}, "cgan": {"channels": 8}, "dcgan": {"channels": 8}}[name]
+    small = {"gan": {"hidden": 32}, "cgan": {"channels": 8}, "dcgan": {"channels": 8},
+             "r3gan": {"width": 8, "max_width": 16, "group_size": 8}}[name]
     return replace(cfg, data=replace(cfg.data, image_size=size),
                    model_args={**cfg.model_args, **small, **args})
 
@@ -299,5 +306,5 @@ def test_cgan_on_unlabelled_data_is_one_line(tmp_path):
 def test_list_shows_every_family():
     r = invoke("list")
     assert r.exit_code == 0
-    for name in ("gan", "cgan", "infogan", "dcgan"):
+    for name in ("gan", "cgan", "infogan", "dcgan", "r3gan"):
         assert any(line.split()[:1] == [name] for line in r.stdout.splitlines())

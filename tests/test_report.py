@@ -19,7 +19,7 @@ from conftest import invoke
 from gancli.checkpoint import step_dirs
 from test_families import trained
 
-ALL = ("gan", "cgan", "infogan", "dcgan")
+ALL = ("gan", "cgan", "infogan", "dcgan", "r3gan")
 SECTIONS = ("run", "curves", "evaluation", "samples", "checkpoint", "results")
 IMG = re.compile(r"<img\b[^>]*>", re.I)
 SRC = re.compile(r'\bsrc="([^"]*)"')
@@ -103,7 +103,8 @@ def test_report_for_every_family(family_run, tmp_path):
     samples = [a for a in pics if a.startswith("samples at step")]
     assert f"samples at step {steps}" in samples
     assert "interpolation" in pics
-    codes = {"infogan": ["c1", "c2", "c3"], "cgan": ["label"], "gan": [], "dcgan": []}[name]
+    codes = {"infogan": ["c1", "c2", "c3"], "cgan": ["label"], "gan": [], "dcgan": [],
+             "r3gan": []}[name]
     assert sorted(a[len("traversal of "):] for a in pics if a.startswith("traversal of ")) == codes
     if not codes:
         assert "has no named codes" in page

@@ -17,7 +17,7 @@ from gancli.errors import GancliError
 @app.command()
 @friendly
 def train(
-    model: str = typer.Argument(..., help="Model family: gan, cgan, infogan or dcgan."),
+    model: str = typer.Argument(..., help="Model family: gan, cgan, infogan, dcgan or r3gan."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r",
                                          help="Recipe name or .toml path (default: digits, the "
                                               "data set that ships with the install)."),
@@ -27,7 +27,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
     lr_g: Optional[float] = typer.Option(None, "--lr-g", help="Generator learning rate."),
     lr_d: Optional[float] = typer.Option(None, "--lr-d", help="Discriminator learning rate."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), lsgan or hinge."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bce (non-saturating), lsgan, hinge or rpgan (relativistic pairing: R3GAN's, r3gan's default)."),
     g_steps: Optional[int] = typer.Option(None, "--g-steps", help="Generator updates per D update."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<model>-<recipe>)."),
@@ -56,7 +56,8 @@ def train(
     augment: Optional[str] = typer.Option(None, "--augment", help="Differentiable augmentation of every image D sees: none (default), diffaug (colour, translation, cutout), ada (the same with an adaptive probability) or a comma list of colour, translation, cutout."),
     ada_target: Optional[float] = typer.Option(None, "--ada-target", help="--augment ada: the E[sign D(real)] the probability is steered to (default 0.6)."),
     r1: Optional[float] = typer.Option(None, "--r1", help="R1 gradient penalty on real images, gamma (default 0: off)."),
-    r1_every: Optional[int] = typer.Option(None, "--r1-every", help="Apply R1 every K steps, scaled by K (lazy R1; default 1)."),
+    r1_every: Optional[int] = typer.Option(None, "--r1-every", help="Apply R1 and R2 every K steps, scaled by K (lazy regularisation; default 1)."),
+    r2: Optional[float] = typer.Option(None, "--r2", help="R2 gradient penalty on generated images, gamma (default 0: off; r3gan: R1 and R2 on)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -75,7 +76,7 @@ def train(
                      eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan,
                      channels_last=channels_last, adam=adam, compile=compile_, sync_bn=sync_bn,
                      log_with=log_with, augment=augment, ada_target=ada_target, r1=r1,
-                     r1_every=r1_every)
+                     r1_every=r1_every, r2=r2)
     data_options = {"path": data, "limit": limit, "image_size": image_size,
                     "background": background, "vendor": vendor}
     if resume:

@@ -35,4 +35,4 @@ def _load_builtin() -> None:
         importlib.import_module(f"gancli.models.{mod}")
 
 
-BUILTIN = ("gan", "cgan", "infogan", "dcgan")
+BUILTIN = ("gan", "cgan", "infogan", "dcgan", "r3gan")

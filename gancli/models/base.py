@@ -90,8 +90,11 @@ class Family(Protocol):
     """A model family: networks, the latent they eat, and the two losses of a GAN step.
 
     The training loop owns optimisers, devices, precision, EMA and files; a family owns nothing
-    but the maths. `d_loss` gets the fake batch already detached; `g_loss` gets it with its graph.
-    Both return a scalar loss and a dict of figures to log (tensors are fine: the loop converts).
+    but the maths. `d_loss` gets the fake batch already detached; `g_loss` gets it with its graph,
+    and the real batch (with its labels) for losses that compare the two in G's step too
+    (`--loss rpgan`: see :func:`real_logits_for_g`). Both return a scalar loss and a dict of
+    figures to log (tensors are fine: the loop converts). A family may also hold
+    `train_defaults`, training settings it brings (below the recipe's and the command line's).
     """
 
     name: str
@@ -104,13 +107,20 @@ class Family(Protocol):
     def d_loss(self, D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None,
                fake: torch.Tensor, latents: Latents, cfg: Config) -> tuple[torch.Tensor, Logs]: ...
 
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]: ...
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents, cfg: Config,
+               real: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]: ...
+
+
+# Losses whose generator step also needs D's view of the real batch.
+RELATIVISTIC = ("rpgan",)
 
 
 def d_adversarial(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     """The discriminator's loss on logits: bce (the original GAN), lsgan (least squares, targets
-    1/0) or hinge."""
+    1/0), hinge, or rpgan: the relativistic pairing loss of R3GAN (Huang et al., 2024), which
+    scores each real image against the fake drawn beside it, softplus(-(D(x) - D(G(z)))). Real
+    and fake logits pair up element by element (the loop draws one fake per real)."""
     if kind == "bce":
         return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
@@ -118,20 +128,43 @@ def d_adversarial(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: st
         return 0.5 * ((real_logits - 1).pow(2).mean() + fake_logits.pow(2).mean())
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "rpgan":
+        return F.softplus(fake_logits - real_logits).mean()
     raise ValueError(f"unknown loss {kind}")
 
 
-def g_adversarial(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+def g_adversarial(fake_logits: torch.Tensor, kind: str,
+                  real_logits: torch.Tensor | None = None) -> torch.Tensor:
     """The generator's loss: non-saturating for bce (maximise log D(G(z)), as the GAN paper
-    recommends over minimising log(1 - D(G(z))))."""
+    recommends over minimising log(1 - D(G(z))))); rpgan's is the mirror of D's,
+    softplus(-(D(G(z)) - D(x))), and needs `real_logits`."""
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
     if kind == "lsgan":
         return 0.5 * (fake_logits - 1).pow(2).mean()
     if kind == "hinge":
         return -fake_logits.mean()
+    if kind == "rpgan":
+        if real_logits is None:
+            raise ValueError("rpgan's generator loss needs D's logits on the real batch")
+        return F.softplus(real_logits - fake_logits).mean()
     raise ValueError(f"unknown loss {kind}")
 
+
+def real_logits_for_g(D: Any, real: torch.Tensor | None, kind: str,
+                      *args: Any) -> torch.Tensor | None:
+    """D's logits on the real batch for G's step when the loss is relativistic, else None.
+    Computed without a graph: D is frozen in G's step and the reals do not depend on G, so
+    D(x) is a constant there (G learns through D(G(z)) alone). D may return a tuple whose
+    first element is the logit (InfoGAN)."""
+    if kind not in RELATIVISTIC:
+        return None
+    if real is None:
+        raise GancliError(f"--loss {kind} compares fakes with reals in G's step, but no real "
+                          f"batch was given to the generator's loss")
+    with torch.no_grad():
+        out = D(real, *args)
+    return (out[0] if isinstance(out, tuple) else out).float()
 
 def d_figures(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Logs:
     """D's mean belief on real and fake: the first thing to look at when a run goes wrong; and
@@ -166,7 +199,9 @@ class UnconditionalLosses:
         loss = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
         return loss, {"d_loss": loss.detach(), **d_figures(real_logit, fake_logit)}
 
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]:
-        loss = g_adversarial(D(fake).float(), cfg.train.loss)
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents, cfg: Config,
+               real: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]:
+        kind = cfg.train.loss
+        loss = g_adversarial(D(fake).float(), kind, real_logits_for_g(D, real, kind))
         return loss, {"g_loss": loss.detach()}

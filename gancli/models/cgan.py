@@ -23,8 +23,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from gancli.errors import GancliError
 from gancli.latent import Code, Latents, LatentSpec, categorical_input
 from gancli.models import register
-from gancli.models.base import (NOISE_ARGS, Arg, Logs, check_args, d_adversarial, d_figures,
-                                g_adversarial, init_dcgan_weights)
+from gancli.models.base import (NOISE_ARGS, RELATIVISTIC, Arg, Logs, check_args, d_adversarial,
+                                d_figures, g_adversarial, init_dcgan_weights, real_logits_for_g)
 from gancli.models.dcgan import down, size_plan, up, widths
 from gancli.recipes import Config
 
@@ -144,9 +144,13 @@ class CGAN:
         loss = d_adversarial(real_logit.float(), fake_logit.float(), cfg.train.loss)
         return loss, {"d_loss": loss.detach(), **d_figures(real_logit, fake_logit)}
 
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]:
-        loss = g_adversarial(D(fake, latents["label"]).float(), cfg.train.loss)
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents, cfg: Config,
+               real: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]:
+        kind = cfg.train.loss
+        real_logit = (real_logits_for_g(D, real, kind, _labels(labels))
+                      if kind in RELATIVISTIC else None)
+        loss = g_adversarial(D(fake, latents["label"]).float(), kind, real_logit)
         return loss, {"g_loss": loss.detach()}
 
 

@@ -31,7 +31,7 @@ from gancli.errors import GancliError
 from gancli.latent import Code, Latents, LatentSpec, categorical_input
 from gancli.models import register
 from gancli.models.base import (NOISE_ARGS, Arg, Logs, check_args, d_adversarial, d_figures,
-                                g_adversarial, init_dcgan_weights)
+                                g_adversarial, init_dcgan_weights, real_logits_for_g)
 from gancli.recipes import Config
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -200,11 +200,13 @@ class InfoGAN:
         return loss, {"d_loss": adv.detach(), "info_ce": parts[0].detach(),
                       "info_nll": parts[1].detach(), **logs, **d_figures(real_logit, fake_logit)}
 
-    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents,
-               cfg: Config) -> tuple[torch.Tensor, Logs]:
+    def g_loss(self, D: nn.Module, fake: torch.Tensor, latents: Latents, cfg: Config,
+               real: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]:
         spec = self.latent_spec(cfg)
         fake_logit, q = D(fake)
-        adv = g_adversarial(fake_logit.float(), cfg.train.loss)
+        adv = g_adversarial(fake_logit.float(), cfg.train.loss,
+                            real_logits_for_g(D, real, cfg.train.loss))
         parts, _ = info_loss(spec, q, latents)
         return adv + self._weighted(cfg, parts), {"g_loss": adv.detach()}
 

@@ -18,6 +18,9 @@ ROWS, STEPS, SEED = 8, 9, 0      # traversals: `gancli traverse RUN --code C` (i
 PAIR_ROWS, PAIR_STEPS = 4, 10    # interpolation: `gancli interpolate RUN --seeds 0,1 --rows 4`
 SAMPLE = re.compile(r"^step-(\d+)\.png$")
 NOT_CURVES = {"step", "epoch", "time", "images_per_s", "scaler_skipped", "nan_rollbacks"}
+# The schedules' columns (gancli.train.schedules): plotted together, each over its first value,
+# since a learning rate of 2e-4 and a beta2 of 0.99 share no scale.
+SCHEDULES = ("lr_g", "lr_d", "beta2", "gamma_r1", "gamma_r2", "ema_beta")
 # Evaluation figures: (key, name, higher is better)
 FIGURES = (("code_accuracy", "code accuracy", True), ("label_agreement", "label agreement", True),
            ("classifier_fd", "classifier Fréchet distance", False), ("fid", "FID", False))
@@ -47,7 +50,8 @@ def curves_png(m: Metrics, best: int | None) -> bytes | None:
               ("D(real) and D(fake): D's mean output on real and generated images",
                [k for k in keys if k in ("d_real", "d_fake")]),
               ("other training figures", [k for k in keys if not k.endswith("loss")
-                                          and k not in ("d_real", "d_fake")]),
+                                          and k not in ("d_real", "d_fake", *SCHEDULES)]),
+              ("schedules: each value over its first", [k for k in keys if k in SCHEDULES]),
               ("images/s (all processes)", ["images_per_s"])]
     groups = [(t, ks) for t, ks in groups
               if any(number(r.get(k)) is not None for r in m.training for k in ks)]
@@ -57,6 +61,8 @@ def curves_png(m: Metrics, best: int | None) -> bytes | None:
     for ax, (title, ks) in zip(fig.subplots(len(groups), 1, squeeze=False)[:, 0], groups):
         for k in ks:
             pts = sorted((r["step"], v) for r in m.training if (v := number(r.get(k))) is not None)
+            if k in SCHEDULES and pts and pts[0][1]:
+                pts = [(s, v / pts[0][1]) for s, v in pts]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=k,
                     marker="." if len(pts) < 40 else None)
         _marks(ax, best, m.events)

@@ -106,6 +106,22 @@ def _when(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _regularised(t: Any) -> str:
+    """The penalties and schedules of the run, when it has any ('' otherwise)."""
+    parts = [f"{name} {g:g}" for name, g in (("R1", t.r1), ("R2", t.r2)) if g > 0]
+    text = (", " + " + ".join(parts) + (f" every {t.r1_every} steps" if t.r1_every > 1 else "")
+            if parts else "")
+    if t.decay_steps:
+        moves = [f"lr to x{t.lr_decay_to:g}"] + (
+            [f"gamma to x{t.gamma_decay_to:g}"] if parts else []) + (
+            [f"beta2 {t.beta2_start:g} to {t.beta2:g}"] if t.beta2_start is not None else [])
+        text += f"; cosine schedules over {t.decay_steps:,} steps: {', '.join(moves)}"
+    if t.ema_half_life:
+        text += f"; EMA half-life {t.ema_half_life:,.0f} images" + (
+            f" (ramp {t.ema_ramp:g})" if t.ema_ramp else "")
+    return text
+
+
 def _args(d: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(dict(d).items())) or "defaults"
 
@@ -133,7 +149,7 @@ def summary(run_dir: Path, cfg: Any, spec: Any, m: Metrics, ckpts: list[int],
             ("steps done / planned", where),
             ("training", f"batch {t.batch_size}, lr G {t.lr_g:g} / D {t.lr_d:g}, loss {t.loss}, "
                          f"G steps {t.g_steps}, seed {t.seed}, EMA "
-                         + (f"{t.ema_decay:g}" if t.ema else "off")),
+                         + (f"{t.ema_decay:g}" if t.ema else "off") + _regularised(t)),
             ("precision", t.mixed_precision + ("" if t.mixed_precision != "auto" else
                                                " (resolved at start; printed in the log)")),
             ("processes", str(world) if isinstance(world, int)

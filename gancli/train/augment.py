@@ -1,5 +1,5 @@
 """Training with little data: differentiable augmentation of every image D sees, its adaptive
-strength, and the R1 penalty. The loop applies them around D, so no family changes.
+strength, and the R1 and R2 penalties. The loop applies them around D, so no family changes.
 
 - The ops are DiffAugment's (Zhao et al., 2020), differentiable functions of a batch
   (N x C x H x W in [-1, 1]) that draw from a given generator: colour (brightness, saturation,
@@ -13,8 +13,8 @@ strength, and the R1 penalty. The loop applies them around D, so no family chang
 - :class:`AugmentedD` is D with its image input augmented: families call it as they call D, with
   labels and codes untouched. It holds no parameters of its own (it wraps the DDP module in D's
   step and the bare module in G's).
-- :class:`R1`: gamma/2 * E||grad_x D(x_real)||^2 on reals (lazily every k steps, times k, as in
-  StyleGAN2), through the augmentation as in StyleGAN2-ADA.
+- :class:`Penalties`: R1, gamma/2 * E||grad_x D(x_real)||^2 on reals, and R2, the same on fakes
+  (lazily every k steps, times k, as in StyleGAN2), through the augmentation as in StyleGAN2-ADA.
 """
 
 from __future__ import annotations
@@ -203,49 +203,117 @@ def wrap(D: nn.Module, augment: Augment) -> nn.Module:
     return AugmentedD(D, augment) if augment.active else D
 
 
-def r1_penalty(D: Callable[..., Any], real: torch.Tensor, *args: Any) -> torch.Tensor:
-    """E||grad_x D(x)||^2 over the batch, on a graph (create_graph) so that D learns from it.
-    D may return a logit or a tuple whose first element is the logit (InfoGAN)."""
-    x = real.detach().requires_grad_(True)
+def gradient_penalty(D: Callable[..., Any], images: torch.Tensor, *args: Any) -> torch.Tensor:
+    """E||grad_x D(x)||^2 over the batch, on a graph (create_graph) so that D learns from it:
+    the zero-centred penalty of R1 (on reals) and R2 (on fakes). D may return a logit or a tuple
+    whose first element is the logit (InfoGAN)."""
+    return per_image_penalty(D, images, *args).mean()
+
+
+def per_image_penalty(D: Callable[..., Any], images: torch.Tensor, *args: Any) -> torch.Tensor:
+    """||grad_x D(x)||^2 for each image [B]. Each logit depends on its own image only when D
+    holds no batch statistics, so one call may then take reals and fakes together."""
+    x = images.detach().requires_grad_(True)
     out = D(x, *args)
     logit = out[0] if isinstance(out, tuple) else out
     (grad,) = torch.autograd.grad(logit.float().sum(), x, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
+    return grad.float().pow(2).flatten(1).sum(1)
 
 
-class R1:
-    """The loop's R1 term: gamma/2 * E||grad D(real)||^2 every `every` steps, times `every`
-    (lazy regularisation). `D` is the discriminator the penalty differentiates (the bare module:
-    autograd.grad goes through neither DDP nor torch.compile); `conditional` when it takes the
-    labels as its second argument."""
+r1_penalty = gradient_penalty   # the name it had when it was R1's alone
 
-    def __init__(self, gamma: float, every: int, D: nn.Module, conditional: bool,
-                 device: torch.device) -> None:
-        self.gamma, self.every, self.D, self.conditional = float(gamma), int(every), D, conditional
-        self.last = torch.zeros((), device=device)
 
-    def __call__(self, step: int, real: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | int:
-        """The term to add to D's loss at `step` (0 when not due)."""
-        if self.gamma <= 0 or step % self.every:
+def has_batch_statistics(module: nn.Module) -> bool:
+    """Whether any layer mixes the images of a batch (BatchNorm): then reals and fakes must go
+    through D apart (DESIGN.md), also in the penalties."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+class Penalties:
+    """The loop's zero-centred gradient penalties: R1, gamma_1/2 * E||grad D(real)||^2 (Mescheder
+    et al., 2018), and R2, gamma_2/2 * E||grad D(fake)||^2 on the generated images (R3GAN: R1
+    alone lets training circle, R1 + R2 converge). Both every `every` steps, times `every` (lazy
+    regularisation, as StyleGAN2), with gamma scaled by `scale(step)` (a schedule's decay).
+
+    `D` is the discriminator the penalties differentiate (the bare module, augmented: autograd.grad
+    goes through neither DDP nor torch.compile); `conditional` when it takes the labels as its
+    second argument (R2 reads the fakes' labels from their latents, under `label_key`). `joined`:
+    reals and fakes in one call of D, for a D without batch statistics (one forward and one
+    double backward instead of two)."""
+
+    def __init__(self, r1: float, r2: float, every: int, D: Callable[..., Any], conditional: bool,
+                 device: torch.device, scale: Callable[[int], float] = lambda step: 1.0,
+                 joined: bool = False, label_key: str = "label") -> None:
+        self.r1, self.r2, self.every, self.D = float(r1), float(r2), int(every), D
+        self.conditional, self.scale, self.joined = conditional, scale, joined
+        self.label_key = label_key
+        self.last = {name: torch.zeros((), device=device)
+                     for name, gamma in (("r1", self.r1), ("r2", self.r2)) if gamma > 0}
+
+    def due(self, step: int) -> bool:
+        return bool(self.last) and step % self.every == 0
+
+    def __call__(self, step: int, real: torch.Tensor, labels: torch.Tensor | None,
+                 fake: torch.Tensor | None = None,
+                 latents: dict[str, torch.Tensor] | None = None) -> torch.Tensor | int:
+        """The term to add to D's loss at `step` (0 when not due); R2 needs `fake` (detached)
+        and, for a conditional D, the `latents` it was drawn from."""
+        if not self.due(step):
             return 0
-        args = (labels,) if self.conditional else ()
-        term = self.gamma / 2 * r1_penalty(self.D, real, *args)
-        self.last = term.detach()
-        return term * self.every
+        batches = {"r1": (real, labels)}
+        if "r2" in self.last and fake is not None:
+            batches["r2"] = (fake, (latents or {}).get(self.label_key))
+        batches = {k: v for k, v in batches.items() if k in self.last}
+        norms = self._norms(batches)
+        scale = self.scale(step)
+        total: torch.Tensor | int = 0
+        for name, norm in norms.items():
+            term = getattr(self, name) * scale / 2 * norm
+            self.last[name] = term.detach()
+            total = total + term
+        return total * self.every
+
+    def _norms(self, batches: dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+               ) -> dict[str, torch.Tensor]:
+        """E||grad D||^2 of each batch: in one call of D when joined, else one call each."""
+        def args(y: torch.Tensor | None) -> tuple[Any, ...]:
+            return (y,) if self.conditional else ()
+
+        if self.joined and len(batches) > 1:
+            images = torch.cat([x.detach() for x, _ in batches.values()])
+            ys = [y for _, y in batches.values()]
+            per = per_image_penalty(self.D, images, *args(torch.cat(ys) if self.conditional
+                                                          else None))
+            sizes = [x.shape[0] for x, _ in batches.values()]
+            return {k: part.mean() for k, part in zip(batches, per.split(sizes))}
+        return {k: gradient_penalty(self.D, x, *args(y)) for k, (x, y) in batches.items()}
 
     def figures(self) -> dict[str, torch.Tensor]:
-        return {"r1": self.last} if self.gamma > 0 else {}
+        """Each penalty's last term (gamma/2 times its mean squared gradient norm)."""
+        return dict(self.last)
+
+
+def R1(gamma: float, every: int, D: Callable[..., Any], conditional: bool,
+       device: torch.device) -> Penalties:
+    """R1 alone: gamma/2 * E||grad D(real)||^2 every `every` steps, times `every`."""
+    return Penalties(gamma, 0.0, every, D, conditional, device)
 
 
 def from_config(t: Any, device: torch.device, rank: int, saved: dict[str, Any] | None,
-                D: nn.Module, conditional: bool, *, world_size: int = 1,
-                reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> tuple[Augment, R1]:
-    """The run's augmentation (inactive for --augment none) and R1 term, with p as the
-    checkpoint left it. The augmentation's generator is seeded like the noise's, apart from it."""
+                D: nn.Module, label_key: str | None, *, world_size: int = 1,
+                reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                gamma_scale: Callable[[int], float] = lambda step: 1.0
+                ) -> tuple[Augment, Penalties]:
+    """The run's augmentation (inactive for --augment none) and its R1/R2 terms, with p as the
+    checkpoint left it. The augmentation's generator is seeded like the noise's, apart from it.
+    `label_key`: the latent holding the label a conditional D takes (None: D takes images only);
+    `gamma_scale(step)`: the penalties' schedule (gancli.train.schedules)."""
     gen = torch.Generator(device=device).manual_seed(t.seed * 7919 + rank * 104729 + 1)
     aug = Augment(t.augment, gen, target=t.ada_target, world_size=world_size,
                   reduce_mean=reduce_mean)
     if saved and aug.adaptive:
         aug.load_state_dict(saved)
-    return aug, R1(t.r1, t.r1_every, wrap(D, aug), conditional, device)
+    penalties = Penalties(t.r1, t.r2, t.r1_every, wrap(D, aug), label_key is not None, device,
+                          scale=gamma_scale, joined=not has_batch_statistics(D),
+                          label_key=label_key or "label")
+    return aug, penalties

@@ -21,7 +21,7 @@ from gancli.files import append_jsonl
 from gancli.latent import LatentSpec
 from gancli.models import get_family
 from gancli.recipes import Config, TrainConfig
-from gancli.train import augment, fast, ranks, trackers
+from gancli.train import augment, fast, ranks, schedules, trackers
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
@@ -76,7 +76,9 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     set_seed(t.seed, device_specific=True)
     data = open_dataset(cfg.data, "train")   # in memory, or a big folder opened lazily
     spec = family.latent_spec(cfg)
-    G, D, opt_g, opt_d, ema, layout = _networks(cfg, spec, accelerator, saved, run_dir)
+    # lr, gamma, beta2, the EMA's decay: functions of the step (so resume needs no state)
+    sched = schedules.Schedules(t, t.batch_size * accelerator.num_processes)
+    G, D, opt_g, opt_d, ema, layout = _networks(cfg, spec, accelerator, saved, run_dir, sched)
     # The raw modules are what checkpoints save and EMA follows; D_g is D for G's step, called
     # without DDP (D gets no gradient there), compiled when asked.
     G_raw = accelerator.unwrap_model(G, keep_torch_compile=False)
@@ -108,11 +110,13 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     noise_gen = torch.Generator(device=accelerator.device).manual_seed(
         t.seed * 7919 + accelerator.process_index * 104729)
     generators = {"noise": noise_gen}
-    # --augment: every image D sees goes through `aug` (D_aug, D_g_aug); --r1: a term in D's loss.
-    aug, r1 = augment.from_config(t, accelerator.device, accelerator.process_index,
-                                  saved.state.get("augment"), D_raw, spec.label_code is not None,
-                                  world_size=accelerator.num_processes,
-                                  reduce_mean=lambda x: accelerator.reduce(x, reduction="mean"))
+    # --augment: every image D sees goes through `aug` (D_aug, D_g_aug); --r1/--r2: terms in D's
+    # loss, the gradient penalties on reals and fakes.
+    aug, penalties = augment.from_config(
+        t, accelerator.device, accelerator.process_index, saved.state.get("augment"), D_raw,
+        spec.label_code.name if spec.label_code is not None else None,
+        world_size=accelerator.num_processes, gamma_scale=sched.gamma_scale,
+        reduce_mean=lambda x: accelerator.reduce(x, reduction="mean"))
     D_aug, D_g_aug = augment.wrap(D, aug), augment.wrap(D_g, aug)
     if aug.active:
         generators["augment"] = aug.generator
@@ -146,6 +150,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
             while step < n_steps:
                 real, labels = next(batches)
                 real = real.contiguous(memory_format=layout)   # free when already so (1 channel)
+                sched.apply(step, opt_g, opt_d, counters["nan_rollbacks"])
                 # ---- discriminator step (Q heads train here too)
                 latents = draw(real.shape[0], labels)
                 # One autocast region per phase: each weight is cast to half precision once
@@ -153,7 +158,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 with accelerator.autocast():
                     fake = G(latents)
                     d_loss, d_logs = family.d_loss(D_aug, real, labels, fake.detach(), latents, cfg)
-                    d_loss = d_loss + r1(step, real, labels)
+                    d_loss = d_loss + penalties(step, real, labels, fake.detach(), latents)
                 opt_d.zero_grad(set_to_none=True)
                 accelerator.backward(d_loss)
                 opt_d.step()
@@ -165,7 +170,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                         if k > 0:
                             latents = draw(real.shape[0], labels)
                             fake = G(latents)
-                        g_loss, g_logs = family.g_loss(D_g_aug, fake, latents, cfg)
+                        g_loss, g_logs = family.g_loss(D_g_aug, fake, latents, cfg, real=real,
+                                                       labels=labels)
                     opt_g.zero_grad(set_to_none=True)
                     accelerator.backward(g_loss)
                     opt_g.step()
@@ -176,7 +182,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                 step += 1
 
                 # ---- figures stay on the device; they are read once per log window
-                extra = {**r1.figures(), **aug.update(d_logs.get("d_real_positive"), real.shape[0])}
+                extra = {**penalties.figures(),
+                         **aug.update(d_logs.get("d_real_positive"), real.shape[0])}
                 figures = {k: v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
                            for k, v in {**d_logs, **g_logs, **extra}.items()}
                 guard.observe(step, figures)
@@ -188,7 +195,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
                         ips = window.images_per_s(accelerator.num_processes)
                         log({"step": step, "epoch": round(step / batches.steps_per_epoch, 3),
                              "images_per_s": round(ips, 1), **_shown(counters, accelerator),
-                             **{k: round(v, 5) for k, v in last_logs.items()}})
+                             **{k: round(v, 5) for k, v in last_logs.items()},
+                             **sched.figures(step - 1, counters["nan_rollbacks"])})
                         bar.update(step, ips, last_logs, counters)
                         guard.keep(step)
                     window.reset()
@@ -230,7 +238,8 @@ def _class_names(data: Any) -> list[str] | None:
 
 
 def _networks(cfg: Config, spec: LatentSpec, accelerator: Accelerator, saved: Saved,
-              run_dir: Path) -> tuple[Any, Any, Any, Any, EMA | None, torch.memory_format]:
+              run_dir: Path, sched: schedules.Schedules
+              ) -> tuple[Any, Any, Any, Any, EMA | None, torch.memory_format]:
     """G, D, their optimizers and G's EMA: built, restored from `saved` when resuming, and
     prepared by Accelerate; and the memory layout the batches must match."""
     t = cfg.train
@@ -246,7 +255,7 @@ def _networks(cfg: Config, spec: LatentSpec, accelerator: Accelerator, saved: Sa
     if saved.dir is not None:
         load_networks(saved, run_dir, G, D, opt_g, opt_d)
     G.to(accelerator.device)
-    ema = EMA(G, t.ema_decay) if t.ema else None
+    ema = EMA(G, t.ema_decay, sched.ema_decay_fn()) if t.ema else None
     if ema is not None and "generator_ema" in saved.tensors:
         ema.model.load_state_dict(saved.tensors["generator_ema"])
         ema.updates = int(saved.state.get("ema_updates", saved.step))

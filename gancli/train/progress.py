@@ -42,7 +42,7 @@ class Progress:
             fields["ips"] = f"{ips:,.0f} img/s"
         if logs:
             keys = [k for k in ("d_loss", "g_loss", "d_real", "d_fake", "info_ce", "c1_acc",
-                                "aug_p", "r1")
+                                "aug_p", "r1", "r2")
                     if k in logs] or list(logs)[:4]
             fields["losses"] = " ".join(f"{k}={logs[k]:.3f}" for k in keys)
         self.progress.update(self.task, completed=step, **fields)
