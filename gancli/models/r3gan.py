@@ -7,7 +7,7 @@ normalisation, trained with the relativistic pairing loss and both zero-centred 
   (a recipe adds the schedules: beta2 from 0.9, a cosine decay of lr and gamma).
 - Blocks: x + conv1x1(act(conv3x3_grouped(act(conv1x1_expand(x))))), leaky ReLU 0.2 (not in
   place: D runs twice before a backward). No BatchNorm, no other normalisation: nothing mixes the
-  images of a batch, so the penalties may take reals and fakes in one call of D.
+  images of a batch (one image's score never depends on the others).
 - Initialisation (fix-up style): the last conv of every residual branch starts at zero, so each
   block starts as the identity and the network as a shallow linear map; the branches' other
   layers are He-initialised and scaled by L^(-1/(2m-2)) = L^(-1/4), with L the network's number

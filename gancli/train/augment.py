@@ -207,26 +207,14 @@ def gradient_penalty(D: Callable[..., Any], images: torch.Tensor, *args: Any) ->
     """E||grad_x D(x)||^2 over the batch, on a graph (create_graph) so that D learns from it:
     the zero-centred penalty of R1 (on reals) and R2 (on fakes). D may return a logit or a tuple
     whose first element is the logit (InfoGAN)."""
-    return per_image_penalty(D, images, *args).mean()
-
-
-def per_image_penalty(D: Callable[..., Any], images: torch.Tensor, *args: Any) -> torch.Tensor:
-    """||grad_x D(x)||^2 for each image [B]. Each logit depends on its own image only when D
-    holds no batch statistics, so one call may then take reals and fakes together."""
     x = images.detach().requires_grad_(True)
     out = D(x, *args)
     logit = out[0] if isinstance(out, tuple) else out
     (grad,) = torch.autograd.grad(logit.float().sum(), x, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 r1_penalty = gradient_penalty   # the name it had when it was R1's alone
-
-
-def has_batch_statistics(module: nn.Module) -> bool:
-    """Whether any layer mixes the images of a batch (BatchNorm): then reals and fakes must go
-    through D apart (DESIGN.md), also in the penalties."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 class Penalties:
@@ -237,16 +225,17 @@ class Penalties:
 
     `D` is the discriminator the penalties differentiate (the bare module, augmented: autograd.grad
     goes through neither DDP nor torch.compile); `conditional` when it takes the labels as its
-    second argument (R2 reads the fakes' labels from their latents, under `label_key`). `joined`:
-    reals and fakes in one call of D, for a D without batch statistics (one forward and one
-    double backward instead of two)."""
+    second argument (R2 reads the fakes' labels from their latents, under `label_key`).
+
+    Reals and fakes go through D in two calls, as a D with BatchNorm needs. For a D without
+    batch statistics one call over both would do; measured on this project's CPU it was no
+    faster (r3gan at 64 px: 8% slower per penalty step, docs/r3gan.md), so there is one path."""
 
     def __init__(self, r1: float, r2: float, every: int, D: Callable[..., Any], conditional: bool,
                  device: torch.device, scale: Callable[[int], float] = lambda step: 1.0,
-                 joined: bool = False, label_key: str = "label") -> None:
+                 label_key: str = "label") -> None:
         self.r1, self.r2, self.every, self.D = float(r1), float(r2), int(every), D
-        self.conditional, self.scale, self.joined = conditional, scale, joined
-        self.label_key = label_key
+        self.conditional, self.scale, self.label_key = conditional, scale, label_key
         self.last = {name: torch.zeros((), device=device)
                      for name, gamma in (("r1", self.r1), ("r2", self.r2)) if gamma > 0}
 
@@ -263,30 +252,16 @@ class Penalties:
         batches = {"r1": (real, labels)}
         if "r2" in self.last and fake is not None:
             batches["r2"] = (fake, (latents or {}).get(self.label_key))
-        batches = {k: v for k, v in batches.items() if k in self.last}
-        norms = self._norms(batches)
         scale = self.scale(step)
         total: torch.Tensor | int = 0
-        for name, norm in norms.items():
+        for name, (x, y) in batches.items():
+            if name not in self.last:
+                continue
+            norm = gradient_penalty(self.D, x, *((y,) if self.conditional else ()))
             term = getattr(self, name) * scale / 2 * norm
             self.last[name] = term.detach()
             total = total + term
         return total * self.every
-
-    def _norms(self, batches: dict[str, tuple[torch.Tensor, torch.Tensor | None]]
-               ) -> dict[str, torch.Tensor]:
-        """E||grad D||^2 of each batch: in one call of D when joined, else one call each."""
-        def args(y: torch.Tensor | None) -> tuple[Any, ...]:
-            return (y,) if self.conditional else ()
-
-        if self.joined and len(batches) > 1:
-            images = torch.cat([x.detach() for x, _ in batches.values()])
-            ys = [y for _, y in batches.values()]
-            per = per_image_penalty(self.D, images, *args(torch.cat(ys) if self.conditional
-                                                          else None))
-            sizes = [x.shape[0] for x, _ in batches.values()]
-            return {k: part.mean() for k, part in zip(batches, per.split(sizes))}
-        return {k: gradient_penalty(self.D, x, *args(y)) for k, (x, y) in batches.items()}
 
     def figures(self) -> dict[str, torch.Tensor]:
         """Each penalty's last term (gamma/2 times its mean squared gradient norm)."""
@@ -314,6 +289,5 @@ def from_config(t: Any, device: torch.device, rank: int, saved: dict[str, Any] |
     if saved and aug.adaptive:
         aug.load_state_dict(saved)
     penalties = Penalties(t.r1, t.r2, t.r1_every, wrap(D, aug), label_key is not None, device,
-                          scale=gamma_scale, joined=not has_batch_statistics(D),
-                          label_key=label_key or "label")
+                          scale=gamma_scale, label_key=label_key or "label")
     return aug, penalties
