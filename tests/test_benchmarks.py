@@ -66,3 +66,16 @@ def test_little_data_benchmark_trains_and_scores(tmp_path):
     assert kept.stat().st_mtime_ns == before[kept]    # the run went on from step 2
     assert [r["step"] for r in map(json.loads, (ada / "metrics.jsonl").read_text().splitlines())
             if r.get("eval")] == [1, 2, 3]
+
+
+def test_r3gan_penalties_benchmark_times_each_kind_of_step():
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "r3gan_penalties.py"),
+                        "--recipe", "digits", "--batch-size", "8", "--repeats", "2",
+                        "--threads", "1", "--every", "1,4", "--set", "width=8", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert sorted(res["median_step_s"]) == ["dcgan", "joined", "plain", "separate"]
+    assert all(len(v) == 2 and min(v) > 0 for v in res["step_s"].values())
+    assert {"none", "every 1 (separate)", "every 4 (joined)"} <= set(res["images_per_s"])
+    assert res["relative_to_none"]["none"] == 1.0 and res["settings"] == {"width": 8}
