@@ -124,10 +124,10 @@ def test_conditional_r3gan_honours_labels():
 
 def test_family_defaults_are_r3gans_and_recipes_and_flags_override(tmp_path):
     t = resolve("r3gan", str(tiny_recipe(tmp_path)), {}).train
-    assert (t.loss, t.r1, t.r2, t.beta1, t.beta2) == ("rpgan", 0.1, 0.1, 0.0, 0.99)
+    assert (t.loss, t.r1, t.r2, t.beta1, t.beta2) == ("rpgan", 1.0, 1.0, 0.0, 0.99)
     assert resolve("dcgan", str(tiny_recipe(tmp_path)), {}).train.loss == "bce"   # others: theirs
     t = resolve("r3gan", str(tiny_recipe(tmp_path)), {"loss": "hinge", "r2": 0.0}).train
-    assert (t.loss, t.r1, t.r2) == ("hinge", 0.1, 0.0)
+    assert (t.loss, t.r1, t.r2) == ("hinge", 1.0, 0.0)
     rec = tmp_path / "own.toml"
     rec.write_text(tiny_recipe(tmp_path).read_text().replace("[train]\n", "[train]\nr1 = 2.0\n"))
     assert resolve("r3gan", str(rec), {}).train.r1 == 2.0         # the recipe's [train] wins
@@ -229,10 +229,10 @@ def test_cosine_and_schedule_values_at_given_steps():
     assert S.cosine(1.0, 0.25, 25, 100) == pytest.approx(quarter)
     assert S.cosine(3.0, 0.0, 7, 0) == 3.0            # no length: constant
     cfg = resolve("r3gan", None, {"steps": 10, "decay_steps": 100, "lr_g": 4e-4,
-                                  "lr_d": 2e-4, "r1": 1.0, "r2": 0.5})
+                                  "lr_d": 2e-4, "r1": 1.0, "r2": 0.5, "gamma_decay_to": 0.1})
     sched = S.Schedules(cfg.train, 64)
     t = cfg.train
-    assert (t.beta2_start, t.lr_decay_to, t.gamma_decay_to) == (0.9, 0.25, 0.1)   # digits' r3gan
+    assert (t.beta2_start, t.lr_decay_to, t.gamma_decay_to) == (0.9, 0.25, 0.1)
     assert sched.lr(0) == (4e-4, 2e-4)
     assert sched.lr(50) == pytest.approx((4e-4 * 0.625, 2e-4 * 0.625))
     assert sched.beta2(0) == 0.9 and sched.beta2(100) == 0.99
