@@ -151,22 +151,18 @@ def index_vendor(pkg: Path, vendor: str, split: str) -> tuple[list[tuple[str, in
                 counts["missing"] += 1
             else:
                 items.append((name, lookup[cat]))
-    notes = []
-    if counts["component"]:
-        notes.append(f"{counts['component']} {vendor} '{LEFT_OUT}' images (skin-tone swatches "
-                     f"and hair styles, parts of other emoji) left out")
-    if counts["other"]:
-        notes.append(f"{counts['other']} {vendor} images of categories outside the 9 groups "
-                     f"left out ({', '.join(sorted(others))[:120]})")
-    if counts["undrawn"]:
-        notes.append(f"{counts['undrawn']} emoji that emoji.json says have no {vendor} drawing "
-                     f"(has_img_{vendor} false) left out")
-    if counts["missing"]:
-        notes.append(f"{counts['missing']} images listed in {pkg / 'emoji.json'} but missing "
-                     f"from {folder} skipped")
-    if counts["bad"]:
-        notes.append(f"{counts['bad']} entries of {pkg / 'emoji.json'} that name no emoji "
-                     f"category or plain image file skipped")
+    why = {
+        "component": f"{vendor} '{LEFT_OUT}' images (skin-tone swatches and hair styles, parts "
+                     f"of other emoji) left out",
+        "other": f"{vendor} images of categories outside the 9 groups left out "
+                 f"({', '.join(sorted(others))[:120]})",
+        "undrawn": f"emoji that emoji.json says have no {vendor} drawing (has_img_{vendor} "
+                   f"false) left out",
+        "missing": f"images listed in {pkg / 'emoji.json'} but missing from {folder} skipped",
+        "bad": f"entries of {pkg / 'emoji.json'} that name no emoji category or plain image "
+               f"file skipped",
+    }
+    notes = [f"{counts[k]} {text}" for k, text in why.items() if counts[k]]
     return items, notes
 
 
