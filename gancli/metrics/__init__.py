@@ -24,10 +24,6 @@ from gancli.metrics.weights import (ENV_INCEPTION, ENV_VGG16, INCEPTION, INCEPTI
                                     vgg16_weights)
 
 
-def vgg16_file() -> str:
-    return VGG16_FILE
-
-
 __all__ = [
     "ENV_EXTRACTOR", "ENV_INCEPTION", "ENV_PRECISION", "ENV_VGG16", "FolderFiles",
     "GeneratorInput", "IMAGE_EXTS", "INCEPTION", "INCEPTION_FILE", "INCEPTION_URL",
@@ -36,5 +32,5 @@ __all__ = [
     "check_extractor", "compute_metrics", "cpu_estimate", "features_cache", "folder_reference",
     "hub_checkpoints", "image_files", "inception_precision", "inception_weights",
     "make_extractor", "offline_message", "parse_metrics", "recipe_reference", "rgb",
-    "vgg16_file", "vgg16_weights",
+    "vgg16_weights",
 ]
