@@ -26,6 +26,7 @@ is not trained again and an interrupted one resumes from its last checkpoint (ga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -34,10 +35,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 GANCLI = [sys.executable, "-m", "gancli"]
+FIRST_FID = threading.Lock()     # the first FID runs alone: it computes the reference features
+REFERENCE_READY = threading.Event()
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
@@ -75,12 +79,8 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
               and not r.get("eval")]
     at = {}
     for step in args.score_at:
-        res = json.loads(run([*GANCLI, "score", str(run_dir), "--step", str(step), "--json",
-                              "--n", str(args.n), "--device", args.device], env))
         last = next((r for r in reversed(logged) if r["step"] <= step), {})
-        at[str(step)] = {"classifier_fd": res["classifier_fd"], "min_share": res["min_share"],
-                         "classes_under_5pct": res["classes_under_5pct"],
-                         "label_agreement": res.get("label_agreement"),
+        at[str(step)] = {**judge(args, run_dir, step, env),
                          "d_real_positive": last.get("d_real_positive"),
                          "aug_p": last.get("aug_p")}
     row = {"model": model, "augment": augment, "seed": seed, "run": str(run_dir),
@@ -91,30 +91,59 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
     return row
 
 
+def judge(args: argparse.Namespace, run_dir: Path, step: int, env: dict[str, str]) -> dict:
+    """One checkpoint's figures: the recipe classifier's (score) or Inception's (fid)."""
+    if args.judge == "score":
+        res = json.loads(run([*GANCLI, "score", str(run_dir), "--step", str(step), "--json",
+                              "--n", str(args.n), "--device", args.device], env))
+        return {"fd": res["classifier_fd"], "min_share": res["min_share"],
+                "classes_under_5pct": res["classes_under_5pct"],
+                "label_agreement": res.get("label_agreement")}
+    # Real FID and KID on the EMA generator, against the whole training split (not only the
+    # --limit images the run saw), the same n, seed and precision for every run.
+    cmd = [*GANCLI, "fid", str(run_dir), "--step", str(step), "--json", "--n", str(args.n),
+           "--whole-split", "--precision", "fp32", "--device", args.device, "--batch-size", "50"]
+    with FIRST_FID if not REFERENCE_READY.is_set() else contextlib.nullcontext():
+        res = json.loads(run(cmd, env).strip().splitlines()[-1])
+        REFERENCE_READY.set()
+    return {"fd": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"]}
+
+
 def table(rows: list[dict], augments: list[str]) -> str:
-    lines = [f"{'model':8} {'augment':22} {'seed':>4} {'step':>6} {'FD':>9} {'min share':>9} "
-             f"{'<5%':>4} {'labels':>7} {'D+ real':>7} {'p':>6}"]
-    steps = list(rows[0]["at"])
+    fid = "kid" in next(iter(rows[0]["at"].values()))
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    head = (f"{'FID':>9} {'KID':>8} {'KID std':>8}" if fid
+            else f"{'FD':>9} {'min share':>9} {'<5%':>4} {'labels':>7}")
+    lines = [f"{'model':8} {'augment':22} {'seed':>4} {'step':>6} {head} {'D+ real':>7} {'p':>6}"]
+    steps = list(rows[0]["at"])
     for r in rows:
         for step, x in r["at"].items():
-            lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4} {step:>6} "
-                         f"{x['classifier_fd']:>9.3f} {x['min_share']:>9.4f} "
-                         f"{x['classes_under_5pct']:>4} {f(x['label_agreement'], '>7.4f')} "
+            figs = (f"{x['fd']:>9.2f} {x['kid']:>8.4f} {x['kid_std']:>8.4f}" if fid else
+                    f"{x['fd']:>9.3f} {x['min_share']:>9.4f} {x['classes_under_5pct']:>4} "
+                    f"{f(x['label_agreement'], '>7.4f')}")
+            lines.append(f"{r['model']:8} {r['augment']:22} {r['seed']:>4} {step:>6} {figs} "
                          f"{f(x['d_real_positive'], '>7.3f')} {f(x['aug_p'], '>6.3f')}")
     lines.append("")
+    name = "FID" if fid else "FD"
     for model in sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index):
         for step in steps:
-            base = {r["seed"]: r["at"][step]["classifier_fd"] for r in rows
+            base = {r["seed"]: r["at"][step]["fd"] for r in rows
                     if r["model"] == model and r["augment"] == augments[0]}
             for a in augments:
-                fds = {r["seed"]: r["at"][step]["classifier_fd"] for r in rows
+                fds = {r["seed"]: r["at"][step]["fd"] for r in rows
                        if r["model"] == model and r["augment"] == a}
                 wins = sum(fds[s] < base[s] for s in fds if s in base)
                 note = ("" if a == augments[0]
                         else f"  below {augments[0]} on {wins} of {len(fds)} seeds")
-                lines.append(f"{model:8} {a:22} step {step:>6}  FD median "
+                lines.append(f"{model:8} {a:22} step {step:>6}  {name} median "
                              f"{statistics.median(fds.values()):.3f}{note}")
+        # Per run: the best measured figure and its step, beside the last.
+        for r in rows:
+            if r["model"] == model:
+                best = min(r["at"], key=lambda k: r["at"][k]["fd"])
+                lines.append(f"{model:8} {r['augment']:22} seed {r['seed']}  best {name} "
+                             f"{r['at'][best]['fd']:.3f} at step {best}, last "
+                             f"{r['at'][steps[-1]]['fd']:.3f}")
     if any(r["eval_fd"] for r in rows):
         lines += ["", "FD while training (against the training split), by step:"]
         for r in rows:
@@ -134,6 +163,9 @@ def main() -> None:
                     help="policies separated by ';' or ',' (a comma list policy: use ';')")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n", type=int, default=10000, help="samples scored per run")
+    ap.add_argument("--judge", choices=("score", "fid"), default="score",
+                    help="score: the recipe classifier's FD (MNIST); fid: Inception's FID and "
+                    "KID against the whole training split (colour data)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--eval-every", type=int, default=0, help="score every K steps too")
     ap.add_argument("--parallel", type=int, default=1, help="runs trained at once")

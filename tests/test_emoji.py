@@ -214,3 +214,19 @@ def test_real_emoji_vendors_and_split(emoji_dir):
         a = np.asarray(Image.open(go["train"].root / f).convert("RGBA"))[..., 3]
         x = decode_file(go["train"].root / f, 64, 3)
         assert (x[:, torch.from_numpy(a == 0)] == 255).all()
+
+
+def test_real_emoji_limit_is_a_spread_of_every_group(emoji_dir):
+    # The listing is in a hashed order of base emoji, so --limit 1000 holds every group in
+    # about its share of the whole (code point order would give 258 flags and no smileys),
+    # and each base emoji's skin-tone variants follow it.
+    from collections import Counter
+    index = index_emoji(emoji_cfg(emoji_dir / "emoji-datasource-twitter"), "train")
+    full, first = Counter(index.labels), Counter(index.labels[:1000])
+    for group, count in full.items():
+        share = count / len(index)
+        assert abs(first[group] / 1000 - share) < max(0.3 * share, 0.01), EMOJI_CATEGORIES[group]
+    names = [Path(f).stem for f in index.files]
+    tone = [i for i, n in enumerate(names) if "-1f3fb" in n and n.count("-") == 1]
+    near = lambda i: [n.split("-")[0] for n in names[i - 1:i + 6]]  # noqa: E731
+    assert tone and all(near(i).count(names[i].split("-")[0]) >= 6 for i in tone)

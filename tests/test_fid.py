@@ -199,3 +199,15 @@ def test_offline_vgg16_for_prc_is_one_line(offline, digit_folders):
         M.compute_metrics(M.FolderFiles(M.image_files(a)), M.folder_reference(same), ["prc"])
 
 
+
+
+def test_a_limited_run_is_measured_against_its_images_or_the_whole_split(tiny_recipe, tmp_path):
+    run = tmp_path / "limited"
+    r = invoke("train", "infogan", "--recipe", tiny_recipe, "--out", run, "--no-progress",
+               "--limit", "40")
+    assert r.exit_code == 0, r.output
+    seen = _fid_json(run, "--n", "32", "--metrics", "fid")
+    whole = _fid_json(run, "--n", "32", "--metrics", "fid", "--whole-split")
+    assert "first 40" in seen["reference"] and "-first40-" in seen["reference_cache"]
+    assert "first" not in whole["reference"] and "first" not in whole["reference_cache"]
+    assert seen["fid"] != whole["fid"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -63,6 +64,7 @@ def fid(
     ref: Optional[str] = typer.Option(None, "--ref", help="A folder of images as the reference (default: the run's recipe data)."),
     split: str = typer.Option("train", "--split", help="Which split of the recipe data is the reference: train or test."),
     ref_n: Optional[int] = typer.Option(None, "--ref-n", help="Reference images: a fixed random subset of this size (default: all, at most 50,000)."),
+    whole_split: bool = typer.Option(False, "--whole-split/--run-limit", help="For a run trained on --limit N images: the reference is the whole split, not the N it saw (how close to the full data set a little-data run comes)."),
     metrics: str = typer.Option("fid,kid", "--metrics", help="Comma list of fid, kid, isc (Inception score), prc (precision/recall; uses VGG16)."),
     n: Optional[int] = typer.Option(None, "--n", help="Generated samples (default: 10,000 on a GPU, 2,000 on a CPU, where Inception runs at 10-20 images/s). FID shrinks as n grows: compare figures at equal n (50,000 for published numbers)."),
     batch_size: int = typer.Option(128, "--batch-size", "-b"),
@@ -129,7 +131,9 @@ def fid(
             raise GancliError(f"--ref {ref} is a run; --ref takes a folder of images")
         reference = M.folder_reference(ref, ref_n)
     else:
-        reference = M.recipe_reference(loaded.config.data, split, ref_n)
+        data_cfg = loaded.config.data
+        reference = M.recipe_reference(
+            dataclasses.replace(data_cfg, limit=None) if whole_split else data_cfg, split, ref_n)
     extractor = feature_extractor or os.environ.get(M.ENV_EXTRACTOR)
     prec = M.inception_precision(dev, precision)
     if dev.type == "cpu" and not extractor and count > 500:

@@ -53,6 +53,11 @@ def held_out(unified: str) -> bool:
     return int(h[:8], 16) % 100 < TEST_PERCENT
 
 
+def _place(unified: str) -> str:
+    """A base emoji's place in the listing: a hash, so that the first N are a fair sample."""
+    return hashlib.sha1(f"gancli-emoji-order:{unified.upper()}".encode()).hexdigest()
+
+
 def _vendors(cfg: DataConfig) -> tuple[str, ...]:
     v = cfg.vendor or "twitter"
     return VENDOR_ORDER if v == "both" else (v,)
@@ -122,12 +127,13 @@ def _images(entry: dict[str, Any], vendor: str) -> list[tuple[Any, bool]]:
     return out
 
 
-def index_vendor(pkg: Path, vendor: str, split: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """One vendor's images of `split`: ([(file name, label)], notes)."""
+def index_vendor(pkg: Path, vendor: str, split: str
+                 ) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """One vendor's images of `split`: ([(file name, label, base emoji)], notes)."""
     folder = pkg / "img" / vendor / IMAGE_DIR
     on_disk = set(os.listdir(folder))
     lookup = {c: i for i, c in enumerate(EMOJI_CATEGORIES)}
-    items: list[tuple[str, int]] = []
+    items: list[tuple[str, int, str]] = []
     counts: Counter[str] = Counter()
     others: set[str] = set()
     for entry in read_entries(pkg):
@@ -150,7 +156,7 @@ def index_vendor(pkg: Path, vendor: str, split: str) -> tuple[list[tuple[str, in
             elif name not in on_disk:
                 counts["missing"] += 1
             else:
-                items.append((name, lookup[cat]))
+                items.append((name, lookup[cat], base.upper()))
     why = {
         "component": f"{vendor} '{LEFT_OUT}' images (skin-tone swatches and hair styles, parts "
                      f"of other emoji) left out",
@@ -178,21 +184,24 @@ def index_emoji(cfg: DataConfig, split: str) -> FileIndex:
                           f"has {len(EMOJI_CATEGORIES)} (its categories)")
     vendors = _vendors(cfg)
     rows: list[tuple[str, int, str, int]] = []      # (file name, vendor rank, path, label)
+    shuffled: dict[str, str] = {}                   # file name -> its base emoji's place
     notes: list[str] = []
     versions = []
     for rank, (v, pkg) in enumerate(package_dirs(d, vendors).items()):
         items, more = index_vendor(pkg, v, split)
         rel = os.path.relpath(pkg / "img" / v / IMAGE_DIR, d)
         rows += [(name, rank, os.path.normpath(os.path.join(rel, name)), label)
-                 for name, label in items]
+                 for name, label, _ in items]
+        shuffled.update((name, _place(base)) for name, _, base in items)
         notes += more
         versions.append(_version(pkg))
     if not rows:
         raise GancliError(f"no {'/'.join(vendors)} emoji images of the {split} split in {d}: "
                           f"{HOW}")
-    # By code points (the name without .png, so an emoji comes before its skin-tone variants),
-    # then vendor: an emoji's drawings side by side, and --limit keeps every vendor's style.
-    rows.sort(key=lambda r: (os.path.splitext(r[0])[0], r[1]))
+    # Base emoji in a fixed shuffled order (code point order puts 258 flags first and leaves
+    # the smileys past image 1,000), each followed by its skin-tone variants, each drawing
+    # beside its other vendor's: --limit N is a spread of every group and keeps every style.
+    rows.sort(key=lambda r: (shuffled[r[0]], os.path.splitext(r[0])[0], r[1]))
     # Named by what was listed, not where it lies: a package moved or unpacked elsewhere keeps
     # its caches (the classifier's, FID's reference statistics).
     digest = hashlib.sha1("\n".join(f"{vendors[r]}/{n}:{y}" for n, r, _, y in rows).encode())

@@ -79,7 +79,8 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     h = _short_hash({**fields, "split": split,
                      "local": str(Path(local).expanduser().resolve()) if local else None,
                      "n": limit, "subset_seed": SUBSET_SEED, "v": 2})
-    what = f"{d.source} {split} split at {d.image_size}px" + (f", {n} images" if n else "")
+    what = (f"{d.source} {split} split at {d.image_size}px"
+            + (f", its first {d.limit}" if d.limit else "") + (f", {n} images" if n else ""))
     return Reference(LazyImages(open_), f"gancli-{_slug(tag)}-{h}", what)
 
 
