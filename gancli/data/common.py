@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gancli.data.base import ImageData
-from gancli.data.pixels import _threads, flatten, has_alpha, prepare_image
+from gancli.data.pixels import _threads, flatten, has_alpha, prepare_image, to_8bit, upright
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig
 
@@ -118,9 +118,11 @@ def _hf_images(ds: Any, image_key: str, cfg: DataConfig | None, chunk: int = 204
         return out
     # No recipe to conform to (MNIST's grey digits, conformed later): transparency still goes
     # on white, the default background, rather than being dropped.
+    # High bit depths scaled, not clipped; EXIF orientation applied, as for files.
+    ims = [upright(to_8bit(im)) for im in ds[image_key]]
     arrays = [np.asarray(flatten(im) if has_alpha(im) else
                          im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-              for im in ds[image_key]]
+              for im in ims]
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         side = min(min(s) for s in sizes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,35 @@ class FileIndex:
         return len(self.files)
 
     def first(self, n: int | None) -> "FileIndex":
+        """At most `n` images. Unlabelled: the first n. With classes, the first n in sorted
+        order would be the first classes only; instead classes take turns (each its files in
+        order), so every class is kept when n allows, and a note names the classes dropped
+        when it does not."""
         if n is None or n >= len(self.files):
             return self
-        return dataclasses.replace(self, files=self.files[:n],
-                                   labels=None if self.labels is None else self.labels[:n],
-                                   name=f"{self.name}-first{n}")
+        if self.labels is None:
+            return dataclasses.replace(self, files=self.files[:n], name=f"{self.name}-first{n}")
+        per: dict[int, list[int]] = {}
+        for i, c in enumerate(self.labels):
+            per.setdefault(c, []).append(i)
+        picked: list[int] = []
+        for turn in range(max(len(v) for v in per.values())):
+            for c in sorted(per):
+                if turn < len(per[c]) and len(picked) < n:
+                    picked.append(per[c][turn])
+        picked.sort()
+        notes = list(self.notes)
+        kept = {self.labels[i] for i in picked}
+        dropped = [self.class_names[c] if self.class_names else str(c)
+                   for c in sorted(per) if c not in kept]
+        if dropped:
+            shown = ", ".join(dropped[:10]) + (f" and {len(dropped) - 10} more"
+                                               if len(dropped) > 10 else "")
+            notes.append(f"--limit {n} is fewer than the {len(per)} classes: {len(dropped)} "
+                         f"dropped ({shown})")
+        return dataclasses.replace(self, files=[self.files[i] for i in picked],
+                                   labels=[self.labels[i] for i in picked],
+                                   name=f"{self.name}-spread{n}", notes=tuple(notes))
 
     def decode(self, cfg: DataConfig) -> ImageData:
         """Every image decoded into memory (:func:`decode_all`)."""
@@ -69,21 +94,89 @@ def split_dir(root: Path, split: str) -> Path:
     raise GancliError(f"{root} has no test split: put the images in {root}/train and {root}/test")
 
 
+@dataclass
+class FolderScan:
+    """What a walk of a folder found: image files (relative, sorted) and what it passed over."""
+    files: list[str]
+    other: int = 0                       # regular files that are not images
+    special: int = 0                     # FIFOs, sockets, devices, broken links: never opened
+    unreadable: list[str] = dataclasses.field(default_factory=list)   # folders it could not list
+    repeated: int = 0                    # links to a folder already read (loops included)
+
+    def notes(self, where: Path) -> list[str]:
+        out = []
+        if self.other:
+            out.append(f"{self.other} non-image files in {where} passed over")
+        if self.special:
+            out.append(f"{self.special} special files (FIFOs, devices, sockets, broken links) "
+                       f"in {where} passed over, not opened")
+        if self.unreadable:
+            out.append(f"{len(self.unreadable)} unreadable folders in {where} passed over "
+                       f"(e.g. {self.unreadable[0]})")
+        if self.repeated:
+            out.append(f"{self.repeated} links to folders already read in {where} passed over "
+                       f"(each folder is read once)")
+        return out
+
+
+def scan_folder(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> FolderScan:
+    """Walk `folder` (hidden entries skipped, symlinks followed) for files ending in `exts`.
+
+    Each real directory is read once, by its (device, inode), so a symlink loop or two links
+    to one folder cannot repeat or hang the walk. Only regular files are listed: a FIFO opened
+    for reading blocks until a writer comes, a device streams forever. A folder that cannot be
+    listed is counted, like an unreadable file; the top folder itself is an error.
+    """
+    scan = FolderScan([])
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(folder)
+    except OSError as e:
+        raise GancliError(f"cannot read folder {folder}: {e.strerror or e}") from None
+    seen.add((st.st_dev, st.st_ino))
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(folder, rel) if rel else folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if not rel:
+                raise GancliError(f"cannot read folder {folder}: {e.strerror or e}") from None
+            scan.unreadable.append(rel)
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            path = e.name if not rel else os.path.join(rel, e.name)
+            try:
+                st = e.stat()                      # follows links
+            except OSError:                        # a broken or looping link
+                scan.special += 1
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in seen:
+                    scan.repeated += 1
+                else:
+                    seen.add((st.st_dev, st.st_ino))
+                    subdirs.append(path)
+            elif not stat.S_ISREG(st.st_mode):
+                scan.special += 1
+            elif e.name.lower().endswith(exts):
+                scan.files.append(path)
+            else:
+                scan.other += 1
+        stack.extend(reversed(subdirs))          # depth first, in name order
+    scan.files.sort()
+    return scan
+
+
 def image_files(folder: Path) -> tuple[list[str], int]:
     """Image files under `folder` (recursive, hidden ones skipped), relative and sorted; and how
-    many other files were passed over."""
-    found, other = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, folder)
-        for f in filenames:
-            if f.startswith("."):
-                continue
-            if f.lower().endswith(IMAGE_EXTS):
-                found.append(f if rel == "." else os.path.join(rel, f))
-            else:
-                other += 1
-    return sorted(found), other
+    many other files were passed over (:func:`scan_folder` tells more)."""
+    scan = scan_folder(folder)
+    return scan.files, scan.other + scan.special
 
 
 def index_folder(root: Path, split: str, source: str, *, labelled: bool,
@@ -92,11 +185,12 @@ def index_folder(root: Path, split: str, source: str, *, labelled: bool,
     class names; loose files beside them are left out); a folder with no subfolders is
     unlabelled. Without `labelled`, every image under the folder counts, unlabelled."""
     d = split_dir(root, split)
-    files, other = image_files(d)
+    scan = scan_folder(d)
+    files = scan.files
     if not files:
         raise GancliError(f"no image files ({', '.join(e[1:] for e in IMAGE_EXTS[:5])}, ...) "
-                          f"in {d}")
-    notes = [f"{other} non-image files in {d} passed over"] if other else []
+                          f"in {d}" + "".join(f"; {n}" for n in scan.notes(d)))
+    notes = scan.notes(d)
     labels, class_names = None, None
     nested = [f for f in files if os.sep in f]
     if labelled and nested:

@@ -9,6 +9,8 @@ import dataclasses
 import math
 import os
 import re
+import stat
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,15 @@ from gancli.data.base import ImageData
 from gancli.errors import GancliError
 from gancli.recipes import DataConfig, parse_background
 
+# PIL warns on images over its own limit; open_image checks every image against MAX_PIXELS
+# instead, with the path in the message. A filter set once: catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb DOS attack")
+
 WHITE = (255, 255, 255)
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")   # PIL modes that carry an alpha channel
+# Refused from the header, before decoding: 2**27 pixels (a 134-megapixel image, larger than any
+# camera's) is about 400 MB as RGB. Far beyond it lie files crafted to eat memory.
+MAX_PIXELS = 2 ** 27
 
 
 def _size_tag(cfg: DataConfig, cropped: bool, decoded: bool = True) -> str:
@@ -93,8 +102,7 @@ def prepare_image(im: Any, size: int, channels: int, crop: int | None = None,
         if box is not None and im.size != (w, h):
             side = max(target, int(side * im.size[0] / w))
     mode = "L" if channels == 1 else "RGB"
-    if im.mode.startswith("I;16"):                      # 16-bit grey: keep the top 8 bits
-        im = _from_array(np.asarray(im, dtype=np.uint16) >> 8)
+    im = upright(to_8bit(im))
     if has_alpha(im):
         im = flatten(im, background)
     if im.mode != mode:
@@ -147,12 +155,79 @@ def _from_array(a: np.ndarray) -> Any:
     return Image.fromarray(a.astype(np.uint8))
 
 
+def to_8bit(im: Any) -> Any:
+    """16-bit, 32-bit integer and float images (PIL modes I;16*, I, F) as 8-bit grey, scaled
+    from their true range: PIL's own conversion clips them to 0..255, so a 16-bit scan trains
+    as white and a 0..1 float map as black. 16-bit (and I images whose values fit 16 bits, as
+    PIL may open 16-bit PNGs) maps 0..65535 to 0..255; wider integers and floats outside 0..1
+    are stretched from their minimum to their maximum; floats within 0..1 map to 0..255."""
+    if not (im.mode.startswith("I;16") or im.mode in ("I", "F")):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)       # NaN / inf: no meaningful pixel
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+        lo, hi = 0.0, 65535.0
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    out = _from_array(np.clip(np.rint(scaled), 0, 255))
+    out.info = dict(im.info)    # keeps the EXIF orientation for upright()
+    return out
+
+
+def upright(im: Any) -> Any:
+    """The image turned as its EXIF orientation tag says (camera JPEGs store the sensor's
+    rows and a tag); a broken EXIF block leaves the pixels as stored."""
+    from PIL import ImageOps
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a malformed tag is no reason to lose the picture
+        return im
+
+
+def check_pixels(im: Any, path: str | Path = "") -> None:
+    """Refuse an image whose header claims more than :data:`MAX_PIXELS`, before decoding."""
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise GancliError(f"{path or 'image'}: {w}x{h} is {w * h:,} pixels, more than "
+                          f"{MAX_PIXELS:,} (refused before decoding)")
+
+
+def open_image(path: str | Path) -> Any:
+    """PIL's lazy open of a regular file (FIFOs and devices would block or stream forever),
+    with the pixel count checked from the header. PIL's own bomb check is replaced by
+    :func:`check_pixels`: its warning would reach the terminal, its error has no path."""
+    from PIL import Image
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise GancliError(f"{path}: not a regular file")
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise GancliError(f"{path}: more than {MAX_PIXELS:,} pixels (refused before "
+                          f"decoding)") from None
+    try:
+        check_pixels(im, path)
+    except GancliError:
+        im.close()
+        raise
+    return im
+
+
 def decode_file(path: str | Path, size: int, channels: int, crop: int | None = None,
                 background: str | tuple[int, int, int] = "white") -> torch.Tensor:
-    """Decode one image file with PIL and :func:`prepare_image` it (raises on unreadable files)."""
-    from PIL import Image
-    with Image.open(path) as im:
+    """Decode one image file with PIL and :func:`prepare_image` it (raises on unreadable files,
+    special files and images over :data:`MAX_PIXELS`)."""
+    with open_image(path) as im:
         return prepare_image(im, size, channels, crop, background)
+
+
+def load_rgb(path: str | Path, background: str | tuple[int, int, int] = "white") -> Any:
+    """One image file as a full-size RGB PIL image, prepared as training sees it (upright,
+    high bit depths scaled, transparency on `background`): the FID reference's decoder."""
+    with open_image(path) as im:
+        im = upright(to_8bit(im))
+        return flatten(im, background) if has_alpha(im) else im.convert("RGB")
 
 
 def _threads() -> int:

@@ -71,13 +71,12 @@ class FolderFiles(Dataset):
 
     @staticmethod
     def _open(path: Path):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
-        from gancli.data.pixels import flatten
+        from gancli.data.pixels import load_rgb
 
-        try:
-            with Image.open(path) as im:   # transparency on white, as training sees it
-                return flatten(im, "white")
+        try:   # as training sees it: upright, depth scaled, transparency on white
+            return load_rgb(path, "white")
         except (OSError, UnidentifiedImageError) as e:
             raise GancliError(f"cannot read image {path} ({e})") from None
 

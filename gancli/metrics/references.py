@@ -76,20 +76,30 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     # bar those that only decide where the images live: the local copy is hashed as a resolved
     # path instead.
     fields = {k: v for k, v in dataclasses.asdict(d).items() if k not in ("path", "env", "stream")}
+    # Class folders under --limit became a spread of every class, not the first n files: a
+    # new key for those alone, so no other cached statistics are recomputed.
+    spread = {"limit_pick": "spread"} if d.limit and d.source in ("imagefolder", "cifar10") else {}
     h = _short_hash({**fields, "split": split,
                      "local": str(Path(local).expanduser().resolve()) if local else None,
-                     "n": limit, "subset_seed": SUBSET_SEED, "v": 2})
+                     "n": limit, "subset_seed": SUBSET_SEED, "v": 2, **spread})
     what = (f"{d.source} {split} split at {d.image_size}px"
             + (f", its first {d.limit}" if d.limit else "") + (f", {n} images" if n else ""))
     return Reference(LazyImages(open_), f"gancli-{_slug(tag)}-{h}", what)
 
 
-def image_files(folder: str | Path) -> list[Path]:
+def image_files(folder: str | Path, passed_over: list[str] | None = None) -> list[Path]:
+    """The image files under `folder`, sorted, by the training data's walk
+    (:func:`gancli.data.folders.scan_folder`: each real folder read once, FIFOs and devices
+    never opened); what it passed over is appended to `passed_over` as notes."""
+    from gancli.data.folders import scan_folder
+
     root = Path(folder)
     if not root.is_dir():
         raise GancliError(f"no such folder of images: {folder}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    scan = scan_folder(root, tuple(sorted(IMAGE_EXTS)))
+    if passed_over is not None:
+        passed_over.extend(scan.notes(root))
+    files = [root / f for f in scan.files]
     if not files:
         raise GancliError(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
     return files
@@ -99,7 +109,8 @@ def folder_reference(folder: str | Path, n: int | None = None) -> Reference:
     """Any folder of images (searched recursively). The cache name carries a fingerprint of the
     file list, sizes and modification times: change a file and the statistics are recomputed."""
     root = Path(folder)
-    files = image_files(root)
+    notes: list[str] = []
+    files = image_files(root, notes)
     if n is not None:
         if n <= 0:
             raise GancliError(f"--ref-n must be positive, got {n}")
@@ -112,7 +123,9 @@ def folder_reference(folder: str | Path, n: int | None = None) -> Reference:
         stamp.append([str(f.relative_to(root)), st.st_size, st.st_mtime_ns])
     h = _short_hash({"root": str(root.resolve()), "files": stamp, "v": 1})
     name = f"gancli-folder-{_slug(root.resolve().name)}-n{len(files)}-{h}"
-    return Reference(FolderFiles(files), name, f"folder {folder} ({len(files)} images)", len(files))
+    extra = "".join(f"; {n}" for n in notes)
+    return Reference(FolderFiles(files), name, f"folder {folder} ({len(files)} images{extra})",
+                     len(files))
 
 
 
