@@ -103,6 +103,7 @@ def judge(args: argparse.Namespace, run_dir: Path, step: int, env: dict[str, str
     # --limit images the run saw), the same n, seed and precision for every run.
     cmd = [*GANCLI, "fid", str(run_dir), "--step", str(step), "--json", "--n", str(args.n),
            "--whole-split", "--precision", "fp32", "--device", args.device, "--batch-size", "50"]
+    cmd += ["--ref-n", str(args.ref_n)] if args.ref_n else []
     with FIRST_FID if not REFERENCE_READY.is_set() else contextlib.nullcontext():
         res = json.loads(run(cmd, env).strip().splitlines()[-1])
         REFERENCE_READY.set()
@@ -166,6 +167,9 @@ def main() -> None:
     ap.add_argument("--judge", choices=("score", "fid"), default="score",
                     help="score: the recipe classifier's FD (MNIST); fid: Inception's FID and "
                     "KID against the whole training split (colour data)")
+    ap.add_argument("--ref-n", type=int, default=None,
+                    help="--judge fid: a fixed random subset of this many reference images "
+                    "(default: the whole training split)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--eval-every", type=int, default=0, help="score every K steps too")
     ap.add_argument("--parallel", type=int, default=1, help="runs trained at once")
