@@ -255,3 +255,10 @@ def test_recipe_class_count_must_match_before_training(tmp_path):
                "--no-progress")
     one_line_error(r, "5 classes", "3 class subfolders")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_listing_in_its_own_order_keeps_its_first_n(tmp_path):
+    # emoji orders its files itself (a hashed spread): --limit stays the plain first n there.
+    from gancli.data.folders import FileIndex
+    idx = FileIndex(tmp_path, ["b/1", "a/1", "b/2"], [1, 0, 1], ["a", "b"], "x")
+    assert idx.first(2).files == ["b/1", "a/1"] and idx.first(2).name == "x-first2"

@@ -36,19 +36,25 @@ class FileIndex:
     class_names: list[str] | None
     name: str
     notes: tuple[str, ...] = ()
+    # Class subfolders listed in sorted order: --limit takes a spread of every class. Sources
+    # that order their listing themselves (emoji's hashed order) keep the plain first n.
+    spread: bool = False
 
     def __len__(self) -> int:
         return len(self.files)
 
     def first(self, n: int | None) -> "FileIndex":
-        """At most `n` images. Unlabelled: the first n. With classes, the first n in sorted
+        """At most `n` images. Unlabelled, or a listing in its own order: the first n. Class
+        subfolders (`spread`): the first n in sorted
         order would be the first classes only; instead classes take turns (each its files in
         order), so every class is kept when n allows, and a note names the classes dropped
         when it does not."""
         if n is None or n >= len(self.files):
             return self
-        if self.labels is None:
-            return dataclasses.replace(self, files=self.files[:n], name=f"{self.name}-first{n}")
+        if self.labels is None or not self.spread:
+            return dataclasses.replace(self, files=self.files[:n],
+                                       labels=None if self.labels is None else self.labels[:n],
+                                       name=f"{self.name}-first{n}")
         per: dict[int, list[int]] = {}
         for i, c in enumerate(self.labels):
             per.setdefault(c, []).append(i)
@@ -209,7 +215,7 @@ def index_folder(root: Path, split: str, source: str, *, labelled: bool,
     digest = hashlib.sha1(str(d.resolve()).encode())
     digest.update("\n".join(files).encode("utf-8", "surrogateescape"))
     name = f"{source}-{root.resolve().name or 'root'}-{digest.hexdigest()[:8]}-{split}"
-    return FileIndex(d, files, labels, class_names, name, tuple(notes))
+    return FileIndex(d, files, labels, class_names, name, tuple(notes), spread=True)
 
 
 def decode_all(index: FileIndex, cfg: DataConfig, threads: int | None = None) -> ImageData:
@@ -291,7 +297,7 @@ class FolderImages(LazySource):
         """Decode everything into memory (for the device-resident mode)."""
         labels = None if self.labels is None else self.labels.tolist()
         index = FileIndex(Path(self.root), [os.fsdecode(f) for f in self.files], labels,
-                          self.class_names, self.index_name, self.notes)
+                          self.class_names, self.index_name, self.notes)   # already limited
         return decode_all(index, self.cfg)
 
 
