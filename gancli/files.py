@@ -31,7 +31,15 @@ _SHORT = 100                     # temporary names keep this much of the target'
 
 
 class OutputError(GancliError):
-    """An output cannot be written: the path is taken, or the operating system refused."""
+    """An output cannot be written: the path is taken, or the operating system refused.
+
+    `path`, `cause` and `needed` (bytes, when known) let an enclosing writer (atomic_dir) say
+    the same thing about the file's real name rather than its temporary one."""
+
+    def __init__(self, message: str, *, path: Path | None = None, cause: OSError | None = None,
+                 needed: int | None = None) -> None:
+        super().__init__(message)
+        self.path, self.cause, self.needed = path, cause, needed
 
 
 # What to do about the usual refusals; anything else shows the system's own words only.
@@ -47,11 +55,35 @@ _FIXES = {
 }
 
 
-def output_error(path: str | os.PathLike, e: OSError) -> OutputError:
-    """One line for an OS error met while writing `path`: the system's reason and the fix."""
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _free(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(_existing_ancestor(path.parent)).free
+    except OSError:
+        return None
+
+
+def output_error(path: str | os.PathLike, e: OSError, needed: int | None = None) -> OutputError:
+    """One line for an OS error met while writing `path`: the system's reason and the fix; for a
+    full disk or quota also how much the file needs (when known) and how much is free."""
     reason = e.strerror or str(e) or type(e).__name__
     fix = _FIXES.get(e.errno or 0)
-    return OutputError(f"cannot write {path}: {reason}" + (f" ({fix})" if fix else ""))
+    if e.errno in _FULL:
+        free = _free(Path(path))
+        room = ([f"it needs about {_size(needed)}"] if needed else []) + \
+            ([f"{_size(free)} free there"] if free is not None else [])
+        fix = "; ".join(room + [fix or ""])
+    return OutputError(f"cannot write {path}: {reason}" + (f" ({fix})" if fix else ""),
+                       path=Path(path), cause=e, needed=needed)
 
 
 def _umask() -> int:
@@ -186,9 +218,10 @@ def safe_name(name: str, what: str = "name") -> str:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success flush it, rename it over `path` and flush
-    the directory; on any failure remove it. OS errors become one OutputError line.
+    the directory; on any failure remove it. OS errors become one OutputError line (`needed`:
+    the file's size when the caller knows it, said when the disk is full).
 
     The temporary name keeps the suffix, so writers that pick a format by suffix still work.
     """
@@ -200,14 +233,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                    suffix=path.suffix[:16] or ".tmp")
         os.close(fd)
         tmp_path = Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
         yield tmp_path
+        # mkstemp makes 0600, and some writers (safetensors) replace the file with their own
+        # 0600 one: the finished file gets the usual mode under the umask, set last.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         tmp_path = None
         _fsync_dir(path.parent)
     except OSError as e:
-        raise output_error(path, e) from e
+        raise output_error(path, e, needed) from e
     finally:
         if tmp_path is not None:
             _remove(tmp_path)
@@ -244,9 +279,31 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(path.parent)
     except OSError as e:
         raise output_error(path, e) from e
+    except OutputError as e:
+        # A file inside failed: name it where it was going (not the temporary directory) and
+        # say what the whole directory needs, the inner file's size being only a part of it.
+        if tmp is None or e.path is None or e.cause is None or e.cause.errno not in _FULL:
+            raise
+        try:
+            inner = path / e.path.relative_to(tmp)
+        except ValueError:
+            raise e from None
+        raise output_error(inner, e.cause, _tree_size(tmp) + (e.needed or 0)) from e.cause
     finally:
         if tmp is not None:
             _remove(tmp)
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes already written under `root` (before it is removed): part of what a write needs."""
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -295,7 +352,10 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {k: v for k, v in (metadata or {}).items() if k != DIGEST_KEY}
     meta[DIGEST_KEY] = json.dumps(tensor_digest(flat, meta))
-    with atomic_path(path) as tmp:
+    # The data's size plus a generous header: what a full disk's message says is needed.
+    needed = sum(t.numel() * t.element_size() for t in flat.values()) + 8 + \
+        len(json.dumps(meta)) + 200 * (len(flat) + 1)
+    with atomic_path(path, needed) as tmp:
         save_file(flat, str(tmp), metadata=meta)
 
 
@@ -306,14 +366,15 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     line = json.dumps(dict(record), sort_keys=True) + "\n"
     try:
         _make_parent(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # 0o666 under the umask, like every other file gancli writes (a team may share a run)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as e:
-        raise output_error(path, e) from e
+        raise output_error(path, e, len(line.encode())) from e
 
 
 def cache_dir() -> Path:

@@ -80,6 +80,10 @@ def explain(e: Exception) -> tuple[int, str]:
         return 2, (f"out of memory ({first}): ask for less (a smaller --n, --rows, --steps or "
                    f"--batch-size), or use a machine with more memory")
     if isinstance(e, OSError):
+        import errno
+        if e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            from gancli.files import output_error  # a library's own write: the same line
+            return 2, str(output_error(e.filename, e))
         where = f"{e.filename}: " if e.filename else ""
         return 2, f"{where}{e.strerror or first}"
     return 1, (f"internal error: {type(e).__name__}: {first} (a gancli bug: rerun with --debug "

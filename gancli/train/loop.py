@@ -25,8 +25,8 @@ from gancli.train import augment, fast, ranks, schedules, trackers
 from gancli.train.ema import EMA
 from gancli.train.guard import Guard, StopSignals, Stopped
 from gancli.train.progress import Progress, Window
-from gancli.train.run import (Checkpoints, Saved, load_networks, open_run, prepare_run_dir,
-                              rescale_position, restore_streams, total_steps)
+from gancli.train.run import (Checkpoints, Claim, Saved, load_networks, open_run,
+                              prepare_run_dir, rescale_position, restore_streams, total_steps)
 from gancli.viz import grid, save_grid
 
 Printer = Callable[[str], None]
@@ -68,9 +68,23 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     t = cfg.train
     accelerator, precision = make_accelerator(t, print_fn)
     ranks.check_sync_bn(t, accelerator)
+    run_dir, saved, claim = open_run(cfg, resume, accelerator)
+    try:
+        return _train(cfg, family, accelerator, precision, run_dir, saved, claim, print_fn,
+                      progress, evaluator)
+    except BaseException:
+        claim.failed()
+        raise
+    finally:
+        claim.release()
+
+
+def _train(cfg: Config, family: Any, accelerator: Accelerator, precision: str, run_dir: Path,
+           saved: Saved, claim: Claim, print_fn: Printer, progress: bool, evaluator: Any) -> Path:
+    """The run, in its locked directory; `claim.started` marks the end of set-up."""
+    t = cfg.train
     main = accelerator.is_main_process
     say: Printer = print_fn if main else (lambda s: None)
-    run_dir, saved = open_run(cfg, resume, accelerator)
     start_step = saved.step
 
     set_seed(t.seed, device_specific=True)
@@ -145,6 +159,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     bar = Progress(progress and main, n_steps, start_step)
     step = start_step
     guard.keep(step)
+    claim.started = True
     with StopSignals(say) as stop:
         try:
             while step < n_steps:

@@ -26,6 +26,7 @@ from gancli.files import atomic_path
 from gancli.recipes import Config
 from gancli.train import rng
 from gancli.train.ema import EMA
+from gancli.train.lock import RunLock, check_new_out, undo_new_run
 
 Printer = Callable[[str], None]
 
@@ -63,23 +64,87 @@ class Saved:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def open_run(cfg: Config, resume: str | Path | None, accelerator: Accelerator) -> tuple[Path, Saved]:
-    """The run directory (agreed by every process) and what to continue from."""
+@dataclass
+class Claim:
+    """The main process's hold on its run directory: the lock, whether this run made the
+    directory (new) and whether set-up is over (after which a failure keeps what was written)."""
+
+    run_dir: Path
+    lock: RunLock | None = None
+    new: bool = False
+    created: bool = False
+    started: bool = False
+
+    def failed(self) -> None:
+        """A failure: during set-up of a new run, remove what it wrote (the --out stays free)."""
+        if self.lock is not None and self.new and not self.started:
+            undo_new_run(self.run_dir, self.created)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def claim_new_run_dir(cfg: Config) -> Claim:
+    """Pick, create and lock a new run's directory. The lock comes before the final check that
+    no run is there, so two trains started together cannot both pass it."""
+    if cfg.train.out:
+        p = Path(cfg.train.out)
+        new_run_dir(cfg)                # refuses a run that is already there
+        check_new_out(p)                # and anything else that is not empty
+        created = not p.exists()
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from gancli.files import output_error
+            raise output_error(p, e) from e
+    else:
+        while True:                     # mkdir claims a default name: two runs never share one
+            p = new_run_dir(cfg)
+            try:
+                p.mkdir(parents=True)
+                created = True
+                break
+            except FileExistsError:
+                continue
+    claim = Claim(p, new=True, created=created)
+    claim.lock = RunLock(p).acquire()
+    try:
+        new_run_dir(cfg)                # again, now that no other train can be writing it
+    except GancliError:
+        claim.release()
+        raise
+    return claim
+
+
+def open_run(cfg: Config, resume: str | Path | None,
+             accelerator: Accelerator) -> tuple[Path, Saved, Claim]:
+    """The run directory (agreed by every process), what to continue from, and the main
+    process's lock on the directory (held until training ends)."""
     saved = Saved()
     if resume is not None:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise GancliError(f"no such run to resume: {resume}")
-        if step_dirs(run_dir):
-            saved.dir = latest_step_dir(run_dir)
-            saved.state, saved.tensors = load_training_state(saved.dir)
-            saved.extra = load_training_tensors(saved.dir)
-            saved.step = int(saved.state["step"])
+        claim = Claim(run_dir)
+        if accelerator.is_main_process:  # before reading: its writer may be half-way through
+            claim.lock = RunLock(run_dir).acquire()
+        try:
+            if step_dirs(run_dir):
+                saved.dir = latest_step_dir(run_dir)
+                saved.state, saved.tensors = load_training_state(saved.dir)
+                saved.extra = load_training_tensors(saved.dir)
+                saved.step = int(saved.state["step"])
+        except BaseException:
+            claim.release()
+            raise
     else:
-        run_dir = new_run_dir(cfg) if accelerator.is_main_process else Path()
+        claim = claim_new_run_dir(cfg) if accelerator.is_main_process else Claim(Path())
+        run_dir = claim.run_dir
     if accelerator.num_processes > 1:
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])
-    return run_dir, saved
+    return run_dir, saved, claim
 
 
 def load_networks(saved: Saved, run_dir: Path, G: nn.Module, D: nn.Module,
