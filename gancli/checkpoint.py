@@ -405,6 +405,7 @@ def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
     if meta.get("format") != FORMAT or "config" not in meta or "model" not in meta:
         raise GancliError(f"{file} is not a gancli generator checkpoint (no gancli metadata)")
     meta, tensors = read_tensors(file)   # verified before anything in it is believed
+    step = read_step(meta, file)
     try:
         cfg = Config.from_json(meta["config"])
         if cfg.model != meta["model"]:
@@ -412,6 +413,7 @@ def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
                               f"{cfg.model!r}")
         family = get_family(cfg.model)
         spec = family.latent_spec(cfg)
+        check_model_size(file, cfg, family, spec, tensors)
         G, _ = family.build(cfg, spec)
     except GancliError as e:
         raise GancliError(f"{file}: {e}") from None
@@ -422,12 +424,78 @@ def load_generator(path: str | Path, ema: bool = True, step: int | None = None,
     except RuntimeError as e:
         raise GancliError(f"{file} does not match a {meta['model']} built from its own config "
                           f"({_first(e)})") from None
-    step_text = meta.get("step", "0")
     G.to(device).eval().requires_grad_(False)
     names = read_class_names(meta, cfg)
-    return LoadedGenerator(G, spec.with_class_names(names), cfg,
-                           int(step_text) if step_text.isdigit() else 0,
+    return LoadedGenerator(G, spec.with_class_names(names), cfg, step,
                            meta.get("ema") == "true", file, names)
+
+
+def read_step(meta: dict[str, str], file: Path) -> int:
+    """The metadata's step: decimal digits only, and short (int() of 5,000 digits raises)."""
+    text = meta.get("step", "0")
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise GancliError(f"{file}: metadata field 'step' must be a whole number of at most "
+                          f"12 digits, got {text[:40]!r}")
+    return int(text)
+
+
+# What a generator file may claim (README, "Files from elsewhere"): past these, building it would
+# take more memory than any gancli run trains, so the file is refused before anything is allocated.
+MAX_GENERATOR_PARAMS = 100_000_000        # 400 MB of fp32 weights
+MAX_GENERATOR_ACTIVATIONS = 200_000_000   # values one sample's forward pass holds
+
+
+def check_model_size(file: Path, cfg: Config, family: Any, spec: LatentSpec,
+                     tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Build the generator on the meta device (shapes only, no memory) and refuse a config whose
+    parameters or one-sample activations pass the limits, or whose weights the file does not
+    hold: a few kilobytes of metadata must not make gancli allocate gigabytes."""
+    try:
+        with torch.device("meta"):
+            G, D = family.build(cfg, spec)
+    except GancliError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError,
+            NotImplementedError) as e:
+        raise GancliError(f"its config cannot build a {cfg.model} ({_first(e)})") from None
+    del D
+    n = sum(p.numel() for p in G.parameters()) + sum(b.numel() for b in G.buffers())
+    if n > MAX_GENERATOR_PARAMS:
+        raise GancliError(f"its config claims a generator of {n:,} parameters, more than the "
+                          f"{MAX_GENERATOR_PARAMS:,} gancli loads: not a gancli checkpoint")
+    if tensors is not None:
+        held = sum(t.numel() for t in tensors.values())
+        if held < sum(p.numel() for p in G.state_dict().values()):
+            raise GancliError(f"its config claims a generator of {n:,} parameters; the file "
+                              f"holds {held:,} weights (an altered file)")
+    acts = _activations(G, spec)
+    if acts > MAX_GENERATOR_ACTIVATIONS:
+        raise GancliError(f"its config claims a generator whose one-sample forward pass holds "
+                          f"{acts:,} values, more than the {MAX_GENERATOR_ACTIVATIONS:,} gancli "
+                          f"allows: not a gancli checkpoint")
+
+
+def _activations(G: nn.Module, spec: LatentSpec) -> int:
+    """Values the modules of a meta-device forward of one sample output (0 where the network
+    cannot run on meta: its parameters were bounded already)."""
+    total = 0
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if torch.is_tensor(t):
+                total += t.numel()
+
+    handles = [m.register_forward_hook(hook) for m in G.modules() if not list(m.children())]
+    try:
+        with torch.device("meta"), torch.no_grad():
+            G.eval()(spec.sample(1, device="meta"))
+    except Exception:  # noqa: BLE001 - an estimate only; the parameter bound still holds
+        return 0
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def load_training_state(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
@@ -437,7 +505,7 @@ def load_training_state(step_dir: Path) -> tuple[dict[str, Any], dict[str, dict[
     cannot = f"cannot resume from {step_dir}"
     state = read_json_file(step_dir / "state.json", cannot)
     step = state.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= 10 ** 12:
         raise GancliError(f"{cannot}: state.json has no valid step ({str(step)[:40]!r})")
     opts = state.get("optimizers")
     if not (isinstance(opts, dict) and all(isinstance(opts.get(k), dict)
