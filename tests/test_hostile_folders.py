@@ -262,3 +262,22 @@ def test_a_listing_in_its_own_order_keeps_its_first_n(tmp_path):
     from gancli.data.folders import FileIndex
     idx = FileIndex(tmp_path, ["b/1", "a/1", "b/2"], [1, 0, 1], ["a", "b"], "x")
     assert idx.first(2).files == ["b/1", "a/1"] and idx.first(2).name == "x-first2"
+
+
+def test_unreadable_subfolder_as_root_too(tmp_path, monkeypatch):
+    # Root reads any folder, so the refusal a chmod 000 gives other users is simulated.
+    d = tmp_path / "pics"
+    for c in ("cat", "dog"):
+        png(d / c / "1.png")
+        png(d / c / "2.png")
+    real = os.scandir
+
+    def scandir(p="."):
+        if os.path.basename(str(p)) == "dog":
+            raise PermissionError(13, "Permission denied")
+        return real(p)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    idx = index_folder(d, "train", "imagefolder", labelled=True)
+    assert idx.files == ["cat/1.png", "cat/2.png"] and idx.class_names == ["cat"]
+    assert any("1 unreadable folders" in n and "dog" in n for n in idx.notes)

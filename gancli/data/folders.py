@@ -89,6 +89,11 @@ class FileIndex:
 def split_dir(root: Path, split: str) -> Path:
     """A folder with train/ (and test/ or val/) subfolders holds splits; any other folder is
     all training images and has no test split."""
+    try:
+        with os.scandir(root):       # opened, not read: an unlisted folder raises from is_dir()
+            pass
+    except OSError as e:
+        raise GancliError(f"cannot read folder {root}: {e.strerror or e}") from None
     if (root / "train").is_dir():
         for sub in SPLIT_DIRS[split]:
             if (root / sub).is_dir():
