@@ -166,7 +166,12 @@ _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
 
 
 def _shown(v: Any) -> str:
-    text = repr(v)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10 ** 30:
+        return f"a number of about {int(abs(v).bit_length() * 0.30103) + 1} digits"  # repr() fails past 4,300
+    try:
+        text = repr(v)
+    except ValueError:      # a huge integer inside a list or table
+        return f"a {type(v).__name__} holding a number too long to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -198,6 +203,8 @@ def check_types(cls: type, values: Mapping[str, Any], where: str = "") -> dict[s
         elif isinstance(v, int) and int in allowed:
             out[k] = v
         elif isinstance(v, (int, float)) and float in allowed:
+            if isinstance(v, int) and abs(v) > 10 ** 300:   # float() would overflow
+                break
             out[k] = float(v)
         elif isinstance(v, str) and str in allowed:
             out[k] = v
@@ -232,10 +239,46 @@ def read_recipe(name_or_path: str) -> tuple[str, dict[str, Any]]:
             raise GancliError(f"unknown recipe '{name_or_path}'; known recipes: "
                               f"{', '.join(builtin_recipes())} (or a path to a .toml file)")
         text, name = res.read_text(), name_or_path
+    check_toml_bounds(text, name_or_path)
     try:
-        return name, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise GancliError(f"recipe '{name_or_path}' is not valid TOML: {e}") from None
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise GancliError(f"recipe '{name_or_path}' is not valid TOML: {str(e)[:120]}") from None
+    except ValueError as e:   # an integer of thousands of digits
+        raise GancliError(f"recipe '{name_or_path}' holds an unreadable number "
+                          f"({str(e)[:80]})") from None
+    return name, raw
+
+
+# A recipe is a page of settings: these bounds are far past any real one, and checked before the
+# TOML parser runs, so a crafted file is refused at once (not after minutes or gigabytes).
+MAX_RECIPE_BYTES = 256 * 1024
+MAX_RECIPE_DEPTH = 16            # nested [ and { outside strings
+MAX_RECIPE_LINE = 4096           # characters of one line, so of any key or number
+
+
+def check_toml_bounds(text: str, where: str) -> None:
+    """Refuse a recipe text that is too large, too deeply nested or has too long a line."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise GancliError(f"recipe '{where}' is {len(text):,} characters, more than the "
+                          f"{MAX_RECIPE_BYTES:,} a recipe may have")
+    for n, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_RECIPE_LINE:
+            raise GancliError(f"recipe '{where}': line {n} is {len(line):,} characters, more "
+                              f"than the {MAX_RECIPE_LINE:,} a recipe line may have")
+    # strip strings and comments (roughly: quotes never nest brackets), then count depth
+    bare = re.sub(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:\\.|[^"\\\n])*"|\'[^\'\n]*\'|#[^\n]*',
+                  "", text)
+    depth = top = 0
+    for ch in bare:
+        if ch in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        if top > MAX_RECIPE_DEPTH:
+            raise GancliError(f"recipe '{where}' nests tables or arrays more than "
+                              f"{MAX_RECIPE_DEPTH} deep")
 
 
 def parse_background(value: Any) -> tuple[int, int, int]:
@@ -389,7 +432,8 @@ _FLAGS = {"steps", "epochs", "batch_size", "lr_g", "lr_d", "g_steps", "seed", "e
 def _check_range(name: str, v: Any, r: Range) -> None:
     if v is None:
         return
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+    if (not isinstance(v, (int, float)) or isinstance(v, bool)
+            or (isinstance(v, int) and abs(v) > 10 ** 300) or not math.isfinite(v)):
         raise GancliError(f"{name} must be a finite number, got {_shown(v)}")
     if v < r.lo or (r.lo_open and v == r.lo):
         if r.lo in (0, 1) and (r.lo_open or r.lo == 1):

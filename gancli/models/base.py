@@ -21,7 +21,12 @@ Logs = dict[str, float | torch.Tensor]
 
 
 def _shown(v: Any) -> str:
-    text = repr(v)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10 ** 30:
+        return f"a number of about {int(abs(v).bit_length() * 0.30103) + 1} digits"  # repr() fails past 4,300
+    try:
+        text = repr(v)
+    except ValueError:      # a huge integer inside a list or table
+        return f"a {type(v).__name__} holding a number too long to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
