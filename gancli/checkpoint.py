@@ -467,7 +467,8 @@ def check_model_size(file: Path, cfg: Config, family: Any, spec: LatentSpec,
         held = sum(t.numel() for t in tensors.values())
         if held < sum(p.numel() for p in G.state_dict().values()):
             raise GancliError(f"its config claims a generator of {n:,} parameters; the file "
-                              f"holds {held:,} weights (an altered file)")
+                              f"holds {held:,} weights: it does not match a {cfg.model} built from its "
+                              f"own config (an altered file)")
     acts = _activations(G, spec)
     if acts > MAX_GENERATOR_ACTIVATIONS:
         raise GancliError(f"its config claims a generator whose one-sample forward pass holds "
