@@ -23,7 +23,9 @@ def test_run_directory_layout(tiny_run):
     lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in lines] == [2, 4]
     assert {"d_loss", "g_loss", "info_ce", "images_per_s"} <= set(json.loads(lines[-1]))
-    assert not list(tiny_run.rglob("*.tmp*")) and not list(tiny_run.rglob(".*"))
+    # No temporary or hidden files, bar the run lock (kept on purpose: gancli/train/lock.py).
+    assert not list(tiny_run.rglob("*.tmp*"))
+    assert [p.name for p in tiny_run.rglob(".*")] == [".gancli-lock"]
 
 
 def test_generator_metadata_round_trip(tiny_run):
