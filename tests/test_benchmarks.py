@@ -44,10 +44,10 @@ def test_little_data_benchmark_trains_and_scores(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(r.stdout)
     assert [(x["model"], x["augment"]) for x in rows] == [("dcgan", "none"), ("dcgan", "ada")]
-    assert all(x["classifier_fd"] > 0 for x in rows)
+    assert all(x["fd"] > 0 for x in rows)
     assert rows[0]["aug_p"] is None and 0 <= rows[1]["aug_p"] <= 1
     assert all([s for s, _ in x["eval_fd"]] == [1, 2, 3] for x in rows)
-    assert all(sorted(x["at"]) == ["2", "3"] and x["at"]["3"]["classifier_fd"] == x["classifier_fd"]
+    assert all(sorted(x["at"]) == ["2", "3"] and x["at"]["3"]["fd"] == x["fd"]
                for x in rows)
     # a second invocation finds the results in --out and trains nothing again; one stopped
     # part-way through a run continues it from its checkpoint
