@@ -12,22 +12,12 @@ from torch import nn
 
 from gancli.errors import GancliError
 from gancli.latent import Latents, LatentSpec
-from gancli.recipes import Config
+from gancli.recipes import Config, _shown  # one way to show a bad value
 
 Logs = dict[str, float | torch.Tensor]
 
 
 # ---------------------------------------------------------------------- model settings
-
-
-def _shown(v: Any) -> str:
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10 ** 30:
-        return f"a number of about {int(abs(v).bit_length() * 0.30103) + 1} digits"  # repr() fails past 4,300
-    try:
-        text = repr(v)
-    except ValueError:      # a huge integer inside a list or table
-        return f"a {type(v).__name__} holding a number too long to show"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
