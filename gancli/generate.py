@@ -196,3 +196,141 @@ def parse_assignments(items: list[str] | None, option: str = "--code") -> list[t
             raise GancliError(f"{option} expects NAME=VALUE (e.g. c1=3), got {item!r}")
         out.append((name.strip(), value.strip()))
     return out
+
+
+# ---------------------------------------------------------------------- latents files
+
+MAX_LATENT_FILE = 2 * 2 ** 30    # a --latents file (and every array in it, unpacked) at most this
+MAX_NPZ_MEMBERS = 64             # arrays in one --latents file: a model has a handful
+_IGNORED = ("images",)           # what `sample --out x.npz` stores beside the latents
+
+
+def save_latents(path: str | Path, latents: Latents) -> Path:
+    """The latents alone, named by code (z, c1, ..., label), in the .npz that `--latents`
+    reads: written to a temporary file and renamed, so a reader never sees half of one."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in latents.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return path
+
+
+def _member_header(zf, member: str, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a member's .npy header, read before any of its data."""
+    with zf.open(member) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            raise GancliError(f"{what}: not a NumPy array ({str(e)[:120]})") from None
+    return tuple(shape), dtype
+
+
+def load_latents(path: str | Path, spec: LatentSpec, option: str = "--latents") -> Latents:
+    """Read a .npz of latents (what `sample --save-latents`, `sample --out x.npz` and `project`
+    write) and check it against `spec` before the generator sees it: exactly the arrays z and
+    one per code (an `images` array beside them is ignored), z float [N, noise_dim], a
+    categorical code or label int [N] within its values (or float [N, K] soft weights), a
+    continuous code float [N]; every value finite and within +-MAX_VALUE; N from 1 to
+    MAX_FILES. Nothing is unpickled (allow_pickle=False), and sizes are checked from the zip
+    directory and the .npy headers before any array is read."""
+    import os
+    import stat
+    import zipfile
+
+    from gancli.latent import MAX_VALUE
+
+    path = Path(path)
+    where = f"{option} {path}"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise GancliError(f"{where}: {e.strerror or 'cannot be read'}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise GancliError(f"{where}: not a regular file")
+    if st.st_size > MAX_LATENT_FILE:
+        raise GancliError(f"{where}: {st.st_size:,} bytes, more than the "
+                          f"{MAX_LATENT_FILE // 2 ** 30} GiB a latents file may be")
+    if not zipfile.is_zipfile(path):
+        raise GancliError(f"{where}: not a .npz file (write one with gancli sample "
+                          f"--save-latents, or numpy.savez)")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise GancliError(f"{where}: not a readable .npz file ({str(e)[:120]})") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_NPZ_MEMBERS:
+            raise GancliError(f"{where}: {len(infos):,} arrays, more than {MAX_NPZ_MEMBERS}: "
+                              f"not a latents file")
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            members[name] = info
+        want = ["z"] + spec.names()
+        unknown = sorted(set(members) - set(want) - set(_IGNORED))
+        missing = [k for k in want if k not in members]
+        if unknown:
+            shown = ", ".join(repr(k[:40]) for k in unknown[:8])
+            raise GancliError(f"{where}: unknown array(s) {shown}; this model's latents are "
+                              f"{', '.join(want)}")
+        if missing:
+            raise GancliError(f"{where}: no array {', '.join(missing)}; this model's latents "
+                              f"are {', '.join(want)}")
+        total = sum(members[k].file_size for k in want)
+        if total > MAX_ARRAY_BYTES:
+            raise GancliError(f"{where}: its latents unpack to {total / 2 ** 30:.1f} GiB, more "
+                              f"than the {MAX_ARRAY_BYTES / 2 ** 30:.0f} GiB gancli holds at once")
+        out: Latents = {}
+        rows: int | None = None
+        for k in want:
+            what = f"{where}: array {k}"
+            shape, dtype = _member_header(zf, members[k].filename, what)
+            code = None if k == "z" else spec.code(k)
+            if dtype.hasobject or dtype.kind not in "iuf" or dtype.fields is not None:
+                raise GancliError(f"{what} has dtype {dtype}: latents are plain numbers "
+                                  f"(nothing pickled is read)")
+            if k == "z":
+                ok, expect = (len(shape) == 2 and shape[1] == spec.noise_dim
+                              and dtype.kind == "f"), f"float [N, {spec.noise_dim}]"
+            elif code.categorical:
+                expect = f"int [N] (values 0..{code.size - 1}) or float [N, {code.size}] weights"
+                ok = ((len(shape) == 1 and dtype.kind in "iu")
+                      or (len(shape) == 2 and shape[1] == code.size and dtype.kind == "f"))
+            else:
+                ok, expect = len(shape) == 1 and dtype.kind == "f", "float [N]"
+            if not ok:
+                raise GancliError(f"{what} is {dtype} {list(shape)}; it must be {expect}")
+            n = shape[0]
+            if rows is None:
+                rows = n
+            elif n != rows:
+                raise GancliError(f"{what} has {n:,} rows but z has {rows:,}: every array holds "
+                                  f"one row per image")
+            if not 1 <= n <= MAX_FILES:
+                raise GancliError(f"{what} has {n:,} rows: from 1 to {MAX_FILES:,} images")
+            if int(np.prod(shape)) * dtype.itemsize > members[k].file_size:
+                raise GancliError(f"{what}: truncated (its header promises more than it holds)")
+            try:
+                with zf.open(members[k].filename) as f:
+                    a = np.lib.format.read_array(f, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+                raise GancliError(f"{what} cannot be read ({str(e)[:120]})") from None
+            if dtype.kind == "f":
+                a64 = a.astype(np.float64)
+                if not np.isfinite(a64).all() or (np.abs(a64) > MAX_VALUE).any():
+                    raise GancliError(f"{what}: values must be finite numbers within "
+                                      f"+-{MAX_VALUE:g}")
+                out[k] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            else:
+                if a.size and (a.min() < 0 or a.max() >= code.size):
+                    raise GancliError(f"{what}: {k} takes integers 0..{code.size - 1}, the file "
+                                      f"holds {int(a.min())}..{int(a.max())}")
+                out[k] = torch.from_numpy(a.astype(np.int64))
+    return out

@@ -295,8 +295,8 @@ def interpolate(spec: LatentSpec, start: Latents, end: Latents, steps: int, meth
         if c.name not in walk:
             out[c.name] = a
         elif c.categorical:
-            oa = torch.nn.functional.one_hot(a, c.size).float()
-            ob = torch.nn.functional.one_hot(b, c.size).float()
+            # (an end read from a file may already be soft weights)
+            oa, ob = categorical_input(a, c.size), categorical_input(b, c.size)
             out[c.name] = lerp(oa, ob, t)
         else:
             out[c.name] = ends(lerp(a.unsqueeze(-1), b.unsqueeze(-1), t).squeeze(-1), a, b)
@@ -309,3 +309,33 @@ def categorical_input(value: torch.Tensor, size: int) -> torch.Tensor:
     if value.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
         return torch.nn.functional.one_hot(value.long(), size).float()
     return value.float()
+
+
+# ---------------------------------------------------------------------- truncation
+
+MAX_TRUNCATION = 2.0    # past 2 the draws leave the region the generator was trained on for good
+
+
+def check_truncation(psi: float, option: str = "--truncation") -> float:
+    """A truncation factor: finite, 0 < psi <= MAX_TRUNCATION (1 changes nothing; below 1 pulls
+    the noise toward its mean, above 1 pushes it out, for a look at what diversity costs)."""
+    if not math.isfinite(psi) or not 0 < psi <= MAX_TRUNCATION:
+        raise GancliError(f"{option} must be a number in (0, {MAX_TRUNCATION:g}] (1: no "
+                          f"truncation; 0.7 is a common choice), got {psi:g}")
+    return psi
+
+
+def truncate(latents: Latents, psi: float) -> Latents:
+    """The truncation trick: a copy of `latents` with the noise z drawn toward its mean,
+    z = mean + psi * (z - mean). Both noises gancli draws, N(0, 1) and U(-1, 1), have mean 0.
+
+    Only z moves. Categorical codes and labels are choices, not draws around a mean; InfoGAN's
+    continuous codes are the controls a user sets on purpose (`--code c2=1.5`), so they are
+    left as drawn too (the usual trick truncates the noise alone). psi = 1 returns the very
+    same tensors, so an untruncated command gives its images bit for bit."""
+    check_truncation(psi)
+    if psi == 1:
+        return latents
+    out = dict(latents)
+    out["z"] = latents["z"] * psi
+    return out

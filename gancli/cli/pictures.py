@@ -13,6 +13,21 @@ from gancli.cli.base import (DEVICE_HELP, EMA_HELP, OVERWRITE_HELP, RUN_HELP, ST
 from gancli.errors import GancliError
 
 
+TRUNCATION_HELP = ("The truncation trick: draw the noise z closer to its mean, z = psi * z (0 < psi <= 2; "
+                   "below 1 trades diversity for typical images). Codes and labels are left as drawn.")
+LATENTS_HELP = ("A .npz of latents (from --save-latents, `sample --out x.npz` or `gancli project`): "
+                "exactly these inputs, one image per row; --code/--label/--truncation still apply on top.")
+
+
+def _npz_option(value: Optional[str], option: str) -> Optional[Path]:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix.lower() != ".npz":
+        raise GancliError(f"{option} {path}: name a .npz file")
+    return path
+
+
 def _sample_kind(target: Path) -> str:
     suffix = target.suffix.lower()
     if suffix in (".png", ".npz"):
@@ -26,9 +41,12 @@ def _sample_kind(target: Path) -> str:
 @friendly
 def sample(
     run: Optional[str] = typer.Argument(None, help=RUN_HELP),
-    n: int = typer.Option(64, "--n", help="Number of images."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of images (default 64; with --latents, the file's rows)."),
     seed: int = typer.Option(0, "--seed"),
     code: Optional[list[str]] = typer.Option(None, "--code", help="Fix a code: NAME=VALUE (repeatable), e.g. c1=3, c2=-1.5, z7=0."),
+    truncation: float = typer.Option(1.0, "--truncation", help=TRUNCATION_HELP),
+    latents_in: Optional[str] = typer.Option(None, "--latents", help=LATENTS_HELP),
+    save_latents_to: Optional[str] = typer.Option(None, "--save-latents", help="Also write the latents used to this .npz (what --latents reads back)."),
     label: Optional[str] = typer.Option(None, "--label", help="Conditional models: the class to draw, a number or a class name (case-insensitive; a unique prefix will do), e.g. 3 or \"Flags\" (same as --code label=...)."),
     per_class: bool = typer.Option(False, "--per-class", help="Conditional models: one class per row (named at the left when the checkpoint knows the names)."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="a .png grid, a .npz, or a directory of PNG files."),
@@ -45,12 +63,20 @@ def sample(
     import torch
 
     from gancli.generate import (MAX_FILES, check_count, check_memory, check_seed, generate,
-                                 generate_batches, image_bytes, latent_bytes, parse_assignments,
-                                 save_npz)
-    from gancli.latent import name_list
+                                 generate_batches, image_bytes, latent_bytes, load_latents,
+                                 parse_assignments, save_latents, save_npz)
+    from gancli.latent import check_truncation, name_list, truncate
     from gancli.viz import MAX_COLUMNS, check_picture, save_grid, write_image_batches
 
-    check_count(n, "--n", at_most=MAX_FILES)
+    check_truncation(truncation)
+    latents_file = _npz_option(latents_in, "--latents")
+    save_to = _npz_option(save_latents_to, "--save-latents")
+    if latents_file is not None and (n is not None or per_class):
+        raise GancliError("--latents holds the images' latents, one row per image: drop "
+                          + ("--n" if n is not None else "--per-class"))
+    if n is not None:
+        check_count(n, "--n", at_most=MAX_FILES)
+    n = 64 if n is None else n
     if nrow is not None:
         check_count(nrow, "--nrow", at_most=MAX_COLUMNS)
     check_seed(seed)
@@ -58,8 +84,15 @@ def sample(
     kind = _sample_kind(explicit) if explicit else "png"
     if explicit:  # fail fast: before the checkpoint is even read
         check_outputs((explicit, kind == "dir"), overwrite=overwrite)
+    if save_to is not None:
+        if explicit is not None and save_to.resolve() == explicit.resolve():
+            raise GancliError(f"--save-latents {save_to}: the same file as --out; name another")
+        check_outputs((save_to, False), overwrite=overwrite)
     g, dev = load(run, ema, step, device)
     spec, data = g.spec, g.config.data
+    loaded = load_latents(latents_file, spec) if latents_file is not None else None
+    if loaded is not None:
+        n = loaded["z"].shape[0]
     lc = spec.label_code
     if per_class and lc is None:
         raise GancliError(f"--per-class needs a conditional model; {g.config.model} has no labels")
@@ -82,8 +115,8 @@ def sample(
                      f"{fewer}, or --out DIR (streamed, one file per image)")
     else:
         check_memory(latent_bytes(spec, count), f"the latents of {count:,} images", fewer)
-    target = explicit or default_output(run_root(g.path), "samples",
-                                        f"sample-seed{seed}-n{count}.png")
+    stem = "sample-latents" if loaded is not None else f"sample-seed{seed}"
+    target = explicit or default_output(run_root(g.path), "samples", f"{stem}-n{count}.png")
     if not explicit:
         check_outputs((target, False), overwrite=True)
 
@@ -93,12 +126,18 @@ def sample(
         # traversal is row-major over noise draws; transpose so each row is one class
         order = torch.arange(lc.size * cols).view(cols, lc.size).t().reshape(-1)
         latents = {k: v[order] for k, v in latents.items()}
+    elif loaded is not None:
+        latents = loaded
     else:
         latents = spec.sample(n, gen)
+    # before --code, so a fixed noise dimension (z7=0) keeps the value given
+    latents = truncate(latents, truncation)
     latents = fix_codes(spec, latents, code)
     if label is not None:   # after --code, so --label wins as it did
         value = spec.parse_value(lc.name, label, what=f"--label {label}")   # a number or a name
         latents = spec.fix(latents, lc.name, value)
+    if save_to is not None:
+        wrote(save_latents(save_to, latents), f"the latents of {count} images")
     if kind == "dir":  # streamed: one batch of images in memory at a time
         written = write_image_batches(generate_batches(g.generator, latents, dev), target)
         wrote(target, f"{written} PNG files")
@@ -124,9 +163,11 @@ def traverse(
     code: str = typer.Option(..., "--code", "-c", help="The code to walk: a named code (c1, c2, label, ...) or a noise dimension zN."),
     value_range: tuple[float, float] = typer.Option((-2.0, 2.0), "--range", help="Range for a continuous code (may exceed the training range)."),
     steps: int = typer.Option(9, "--steps", help="Values for a continuous code (a categorical one walks all its values)."),
-    rows: int = typer.Option(8, "--rows", help="Noise draws, one per row, held fixed across the row."),
+    rows: Optional[int] = typer.Option(None, "--rows", help="Noise draws, one per row, held fixed across the row (default 8)."),
     fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold another code at a value: NAME=VALUE (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
+    truncation: float = typer.Option(1.0, "--truncation", help=TRUNCATION_HELP),
+    latents_in: Optional[str] = typer.Option(None, "--latents", help="A .npz of latents (see sample --latents): one row of the sheet per row of the file, instead of --rows draws."),
     gif: bool = typer.Option(False, "--gif", help="Also write an animation, one frame per value."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (default: inside the run)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -138,11 +179,18 @@ def traverse(
     run = run_or_newest(run)
     import torch
 
-    from gancli.generate import check_count, check_seed, generate
+    from gancli.generate import check_count, check_seed, generate, load_latents
+    from gancli.latent import check_truncation, truncate
     from gancli.viz import (MAX_COLUMNS, MAX_PICTURE_IMAGES, check_picture, column_frames,
                             save_gif, save_grid)
 
-    check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
+    check_truncation(truncation)
+    latents_file = _npz_option(latents_in, "--latents")
+    if latents_file is not None and rows is not None:
+        raise GancliError("--latents gives the rows, one per row of the file: drop --rows")
+    if rows is not None:
+        check_count(rows, "--rows", at_most=MAX_PICTURE_IMAGES)
+    rows = 8 if rows is None else rows
     check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
     check_seed(seed)
     explicit = Path(out_path) if out_path else None
@@ -155,13 +203,22 @@ def traverse(
     spec = g.spec
     spec.check_name(code)
     values = spec.traversal_values(code, steps, value_range)
+    base = load_latents(latents_file, spec) if latents_file is not None else None
+    if base is not None:
+        rows = base["z"].shape[0]
+        check_count(rows, "--latents (its rows)", at_most=MAX_PICTURE_IMAGES)
     fewer = "fewer --rows or --steps"
     check_picture(rows * len(values), len(values), g.config.data.image_size, fewer)
-    target = explicit or default_output(run_root(g.path), "traversals", f"{code}-seed{seed}.png")
+    tag = "latents" if base is not None else f"seed{seed}"
+    target = explicit or default_output(run_root(g.path), "traversals", f"{code}-{tag}.png")
     if not explicit:
         check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
                       overwrite=True)
-    latents = spec.traversal(code, rows, values, torch.Generator().manual_seed(seed))
+    if base is not None:   # each row of the file held across one row of the sheet
+        latents = {k: v.repeat_interleave(len(values), dim=0) for k, v in base.items()}
+    else:
+        latents = spec.traversal(code, rows, values, torch.Generator().manual_seed(seed))
+    latents = truncate(latents, truncation)   # before --fix and the walk: their values stay
     latents = fix_codes(spec, latents, fix, "--fix")
     latents = spec.fix(latents, code, values.repeat(rows))  # --fix must not override the walk
     images = generate(g.generator, latents, dev)
@@ -215,6 +272,8 @@ def interpolate(
     rows: Optional[int] = typer.Option(None, "--rows", help="With one --seeds A,B: R rows, row r walking seed A+r to seed B+r."),
     code: Optional[list[str]] = typer.Option(None, "--code", "-c", help="Also walk this code from A's value to B's (repeatable): label, c1, ... (a categorical one blends as soft weights). Codes not named stay at A's values."),
     fix: Optional[list[str]] = typer.Option(None, "--fix", help="Hold a code at a value along the whole walk: NAME=VALUE (repeatable), e.g. label=3."),
+    truncation: float = typer.Option(1.0, "--truncation", help=TRUNCATION_HELP),
+    latents_in: Optional[list[str]] = typer.Option(None, "--latents", help="Walk between two .npz latents files instead of seeds: --latents A.npz --latents B.npz (row r of A to row r of B; e.g. two `gancli project` results)."),
     gif: bool = typer.Option(False, "--gif", help="Also write an animation beside the output, one frame per step."),
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="Output .png (one row per pair) or .npz (images + latents); default <run>/interpolations/seedA-seedB-METHOD.png."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -227,13 +286,22 @@ def interpolate(
     import torch
 
     from gancli.generate import (check_count, check_memory, generate, image_bytes, latent_bytes,
-                                 save_npz)
+                                 load_latents, save_npz)
+    from gancli.latent import check_truncation, truncate
     from gancli.latent import interpolate as walk_between
-    from gancli.viz import MAX_COLUMNS, check_picture, column_frames, save_gif, save_grid
+    from gancli.viz import (MAX_COLUMNS, MAX_PICTURE_IMAGES, check_picture, column_frames,
+                            save_gif, save_grid)
 
     if method not in ("slerp", "lerp"):
         raise GancliError(f"--method must be slerp or lerp, got '{method}'")
     check_count(steps, "--steps", at_least=2, at_most=MAX_COLUMNS)
+    check_truncation(truncation)
+    files = [_npz_option(f, "--latents") for f in latents_in or []]
+    if files and len(files) != 2:
+        raise GancliError(f"--latents takes two files, the start and the end (--latents A.npz "
+                          f"--latents B.npz), got {len(files)}")
+    if files and (seeds or rows is not None):
+        raise GancliError("--latents A.npz --latents B.npz replace --seeds and --rows: drop them")
     pairs = _seed_pairs(seeds, rows)
     explicit = Path(out_path) if out_path else None
     if explicit:
@@ -243,6 +311,14 @@ def interpolate(
                       overwrite=overwrite)
     g, dev = load(run, ema, step, device)
     spec, data = g.spec, g.config.data
+    ends = [load_latents(f, spec) for f in files]
+    if ends:
+        if ends[0]["z"].shape[0] != ends[1]["z"].shape[0]:
+            raise GancliError(f"--latents: {files[0]} has {ends[0]['z'].shape[0]:,} rows and "
+                              f"{files[1]} {ends[1]['z'].shape[0]:,}: row r walks to row r, so "
+                              f"they must match")
+        check_count(ends[0]["z"].shape[0], "--latents (rows)", at_most=MAX_PICTURE_IMAGES)
+        pairs = [(0, 0)] * ends[0]["z"].shape[0]   # one row per pair; the seeds are unused
     walk = tuple(code or [])
     for name in walk:
         if spec.z_index(name) is not None:
@@ -259,7 +335,8 @@ def interpolate(
     else:
         check_picture(count, steps, data.image_size, fewer)
     a, b = pairs[0]
-    name = f"seed{a}-seed{b}-{method}" + (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
+    name = (f"latents-{method}" if ends else f"seed{a}-seed{b}-{method}") + \
+        (f"-{len(pairs)}rows" if len(pairs) > 1 else "")
     target = explicit or default_output(run_root(g.path), "interpolations", f"{name}.png")
     if not explicit:
         check_outputs((target, False), *([(target.with_suffix(".gif"), False)] if gif else []),
@@ -267,13 +344,17 @@ def interpolate(
 
     def draws(which: int) -> dict:
         # The same draw as `sample --n 1 --seed S`, one row per pair.
+        if ends:
+            return fix_codes(spec, truncate(ends[which], truncation), fix, "--fix")
         rows_ = [spec.sample(1, torch.Generator().manual_seed(p[which])) for p in pairs]
-        return fix_codes(spec, {k: torch.cat([r[k] for r in rows_]) for k in rows_[0]}, fix, "--fix")
+        drawn = {k: torch.cat([r[k] for r in rows_]) for k in rows_[0]}
+        return fix_codes(spec, truncate(drawn, truncation), fix, "--fix")
 
     latents = walk_between(spec, draws(0), draws(1), steps, method, walk)
     images = generate(g.generator, latents, dev)
-    what = (f"{len(pairs)} row{'s' if len(pairs) > 1 else ''} x {steps} steps, {method}: seeds "
-            + ", ".join(f"{p}->{q}" for p, q in pairs))
+    what = (f"{len(pairs)} row{'s' if len(pairs) > 1 else ''} x {steps} steps, {method}: "
+            + (f"{files[0]} -> {files[1]}" if ends else
+               "seeds " + ", ".join(f"{p}->{q}" for p, q in pairs)))
     if target.suffix.lower() == ".npz":
         wrote(save_npz(target, images, latents), what)
     else:
