@@ -539,3 +539,28 @@ def read_run_config(run_dir: Path) -> Config:
         return Config.from_dict(d.get("config", {}))
     except GancliError as e:
         raise GancliError(f"{f}: {e}") from None
+
+
+def load_discriminator(g: LoadedGenerator, device: str | torch.device = "cpu") -> nn.Module:
+    """The discriminator saved beside a loaded generator (the same step directory), verified,
+    built from the generator's own config, in eval mode with no gradients. InfoGAN's Q head
+    lives on it: `encode` and `project` read Q as an encoder."""
+    from gancli.models import get_family
+
+    file = g.path.parent / "discriminator.safetensors"
+    if not file.is_file():
+        raise GancliError(f"{g.path.parent} has no discriminator.safetensors beside {g.path.name}: "
+                          f"name a run or a step directory of one (an exported generator alone "
+                          f"has no Q)")
+    meta, tensors = read_tensors(file)
+    if meta.get("format") != "gancli-discriminator" or meta.get("model") != g.config.model:
+        raise GancliError(f"{file} is not the discriminator of a {g.config.model} run "
+                          f"(its metadata names {meta.get('model')!r})")
+    family = get_family(g.config.model)
+    try:
+        _, D = family.build(g.config, family.latent_spec(g.config))
+        D.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise GancliError(f"{file} does not match the {g.config.model} its generator was built "
+                          f"from ({_first(e)})") from None
+    return D.to(device).eval().requires_grad_(False)

@@ -12,9 +12,10 @@ from gancli.cli import data  # noqa: E402
 from gancli.cli import pictures  # noqa: E402
 from gancli.cli import measures  # noqa: E402
 from gancli.cli import sharing  # noqa: E402
+from gancli.cli import projection  # noqa: E402
 
 __all__ = ["app", "debugging", "default_output", "explain", "friendly", "main"]
-COMMAND_MODULES = (training, data, pictures, measures, sharing)
+COMMAND_MODULES = (training, data, pictures, measures, sharing, projection)
 
 
 def main() -> None:
