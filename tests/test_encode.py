@@ -62,3 +62,16 @@ def test_bad_inputs_are_one_line(tiny_run, pictures, tmp_path, tmp_path_factory)
     alone.parent.mkdir()
     shutil.copy(next(tiny_run.glob("checkpoints/step-*/generator.safetensors")), alone)
     one_line_error(invoke("encode", pictures, alone), "discriminator")
+
+
+def test_encode_mnist_benchmark(tiny_run, mnist_raw):
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from encode_mnist import measure
+
+    r = measure(str(tiny_run), mnist_raw)
+    assert r["n"] == 10_000 and r["code"] == "c1"
+    assert 0 <= r["hungarian_accuracy"] <= r["purity"] <= 1
+    assert sum(r["values_used"]) == 10_000 and abs(r["error"] + r["hungarian_accuracy"] - 1) < 1e-3
