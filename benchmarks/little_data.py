@@ -21,44 +21,36 @@ of those steps too (the same runs give the comparison at several lengths of trai
 share it). A run whose result is already in --out
 is not trained again and an interrupted one resumes from its last checkpoint (gancli train
 --resume), so a comparison stopped part-way (a time limit, Ctrl-C) continues where it stopped.
+A larger --steps (with --score-at on the same checkpoint spacing) continues the runs of --out to
+it and judges only the new checkpoints (judging.py keeps each judged one in RUN/judged/).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-GANCLI = [sys.executable, "-m", "gancli"]
-FIRST_FID = threading.Lock()     # the first FID runs alone: it computes the reference features
-REFERENCE_READY = threading.Event()
+from judging import GANCLI, Judge, checkpoint_steps, run, training_records
+from judging import records as read_records
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
-def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: int,
-                    out: Path) -> dict:
+def train_and_score(args: argparse.Namespace, judge: Judge, model: str, augment: str,
+                    seed: int, out: Path) -> dict:
     run_dir = out / f"{model}-{augment.replace(',', '+')}-s{seed}"
     done = run_dir / "little_data.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    old = json.loads(done.read_text()) if done.exists() else {}
+    if set(map(str, args.score_at)) <= set(old.get("at", {})):
+        return old
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
-    trained = max((int(d.name[5:]) for d in run_dir.glob("checkpoints/step-*")), default=None)
+    trained = max(checkpoint_steps(run_dir), default=None)
     if trained is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt stopped before its first checkpoint: start again
     if trained is None:
@@ -70,18 +62,21 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
         cmd += ["--cpu"] if args.device == "cpu" else []
         cmd += ["--eval-every", str(args.eval_every)] if args.eval_every else []
         run(cmd, env)
-    elif trained < args.steps:  # an interrupted attempt: continue from its last checkpoint
+    elif trained < args.steps:  # interrupted, or a longer comparison: continue from the last
         run([*GANCLI, "train", model, "--resume", str(run_dir), "--steps", str(args.steps),
              "--no-progress"], env)
-    # (a run stopped while being scored is only scored again)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in records if "step" in r and "kind" not in r and "event" not in r
-              and not r.get("eval")]
+    # (a run stopped while being scored is only scored again; steps judged before are kept)
+    missing = [s for s in args.score_at if s not in checkpoint_steps(run_dir)]
+    if missing:
+        sys.exit(f"{run_dir}: no checkpoint at step {missing[0]} (it was trained with another "
+                 f"--checkpoint-every): choose --score-at from {checkpoint_steps(run_dir)}")
+    records = read_records(run_dir)
+    logged = training_records(run_dir)
     at = {}
     for step in args.score_at:
         last = next((r for r in reversed(logged) if r["step"] <= step), {})
-        at[str(step)] = {**judge(args, run_dir, step, env),
-                         "d_real_positive": last.get("d_real_positive"),
+        figures = old.get("at", {}).get(str(step)) or judge(run_dir, step, env)
+        at[str(step)] = {**figures, "d_real_positive": last.get("d_real_positive"),
                          "aug_p": last.get("aug_p")}
     row = {"model": model, "augment": augment, "seed": seed, "run": str(run_dir),
            **at[str(args.steps)], "at": at,
@@ -89,25 +84,6 @@ def train_and_score(args: argparse.Namespace, model: str, augment: str, seed: in
                        if r.get("eval") and "classifier_fd" in r]}
     done.write_text(json.dumps(row))
     return row
-
-
-def judge(args: argparse.Namespace, run_dir: Path, step: int, env: dict[str, str]) -> dict:
-    """One checkpoint's figures: the recipe classifier's (score) or Inception's (fid)."""
-    if args.judge == "score":
-        res = json.loads(run([*GANCLI, "score", str(run_dir), "--step", str(step), "--json",
-                              "--n", str(args.n), "--device", args.device], env))
-        return {"fd": res["classifier_fd"], "min_share": res["min_share"],
-                "classes_under_5pct": res["classes_under_5pct"],
-                "label_agreement": res.get("label_agreement")}
-    # Real FID and KID on the EMA generator, against the whole training split (not only the
-    # --limit images the run saw), the same n, seed and precision for every run.
-    cmd = [*GANCLI, "fid", str(run_dir), "--step", str(step), "--json", "--n", str(args.n),
-           "--whole-split", "--precision", "fp32", "--device", args.device, "--batch-size", "50"]
-    cmd += ["--ref-n", str(args.ref_n)] if args.ref_n else []
-    with FIRST_FID if not REFERENCE_READY.is_set() else contextlib.nullcontext():
-        res = json.loads(run(cmd, env).strip().splitlines()[-1])
-        REFERENCE_READY.set()
-    return {"fd": res["fid"], "kid": res["kid"], "kid_std": res["kid_std"]}
 
 
 def table(rows: list[dict], augments: list[str]) -> str:
@@ -188,7 +164,8 @@ def main() -> None:
     jobs = [(m, a, int(s)) for m in args.models.split(",") for a in augments
             for s in args.seeds.split(",")]
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-        rows = list(pool.map(lambda j: train_and_score(args, *j, out), jobs))
+        judge = Judge(args.judge, args.n, args.device, args.ref_n)
+        rows = list(pool.map(lambda j: train_and_score(args, judge, *j, out), jobs))
     print(json.dumps(rows, indent=1) if args.json else table(rows, augments))
 
 

@@ -68,6 +68,48 @@ def test_little_data_benchmark_trains_and_scores(tmp_path):
             if r.get("eval")] == [1, 2, 3]
 
 
+def test_little_data_benchmark_extends_runs_and_judges_only_new_steps(tmp_path):
+    base = [sys.executable, str(REPO / "benchmarks" / "little_data.py"), "--recipe", "digits",
+            "--limit", "64", "--models", "dcgan", "--augment", "none", "--seeds", "0",
+            "--n", "100", "--device", "cpu", "--out", str(tmp_path), "--json"]
+    first = subprocess.run([*base, "--steps", "2", "--score-at", "1"], capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    judged = tmp_path / "dcgan-none-s0" / "judged"
+    kept = {p.name: p.stat().st_mtime_ns for p in judged.iterdir()}
+    assert sorted(kept) == ["step-0000001-score-n100.json", "step-0000002-score-n100.json"]
+    longer = subprocess.run([*base, "--steps", "3", "--score-at", "1,2"], capture_output=True,
+                            text=True, timeout=600)
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    (row,) = json.loads(longer.stdout)
+    assert sorted(row["at"]) == ["1", "2", "3"]
+    assert row["at"]["2"]["fd"] == json.loads(first.stdout)[0]["at"]["2"]["fd"]
+    assert {p.name: p.stat().st_mtime_ns for p in judged.iterdir() if p.name in kept} == kept
+    assert (judged / "step-0000003-score-n100.json").is_file()
+
+
+def test_equal_time_benchmark_stops_runs_at_the_budget(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks" / "equal_time.py"), "--recipe", "digits",
+           "--models", "dcgan,r3gan", "--seeds", "0", "--budget", "1.5", "--points", "2",
+           "--every", "2", "--judge", "score", "--n", "100", "--parallel", "2",
+           "--out", str(tmp_path), "--json", "--", "--batch-size", "16"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)
+    assert [x["model"] for x in rows] == ["dcgan", "r3gan"]
+    for x in rows:
+        cpu = 0.0
+        for line in (tmp_path / f"{x['model']}-s0" / "metrics.jsonl").read_text().splitlines():
+            cpu += json.loads(line).get("cpu_s", 0.0)
+        assert cpu >= 1.5                      # trained to the budget, then stopped
+        last = x["points"][-1]
+        assert last["step"] is not None and last["cpu_used"] <= 1.5 and last["fd"] > 0
+        assert last["images"] == 16 * last["step"]
+    # again: nothing is trained or judged twice
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout) == rows
+
+
 def test_r3gan_penalties_benchmark_times_each_kind_of_step():
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "r3gan_penalties.py"),
                         "--recipe", "digits", "--batch-size", "8", "--repeats", "2",

@@ -17,7 +17,7 @@ MAX_CATEGORIES = 20              # values of a categorical code walked in its tr
 ROWS, STEPS, SEED = 8, 9, 0      # traversals: `gancli traverse RUN --code C` (its defaults)
 PAIR_ROWS, PAIR_STEPS = 4, 10    # interpolation: `gancli interpolate RUN --seeds 0,1 --rows 4`
 SAMPLE = re.compile(r"^step-(\d+)\.png$")
-NOT_CURVES = {"step", "epoch", "time", "images_per_s", "scaler_skipped", "nan_rollbacks"}
+NOT_CURVES = {"step", "epoch", "time", "images_per_s", "cpu_s", "scaler_skipped", "nan_rollbacks"}
 # The schedules' columns (gancli.train.schedules): plotted together, each over its first value,
 # since a learning rate of 2e-4 and a beta2 of 0.99 share no scale.
 SCHEDULES = ("lr_g", "lr_d", "beta2", "gamma_r1", "gamma_r2", "ema_beta")

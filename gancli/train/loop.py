@@ -209,7 +209,8 @@ def _train(cfg: Config, family: Any, accelerator: Accelerator, precision: str, r
                         last_logs = window.means(accelerator)
                         ips = window.images_per_s(accelerator.num_processes)
                         log({"step": step, "epoch": round(step / batches.steps_per_epoch, 3),
-                             "images_per_s": round(ips, 1), **_shown(counters, accelerator),
+                             "images_per_s": round(ips, 1), "cpu_s": round(window.cpu_s(), 3),
+                             **_shown(counters, accelerator),
                              **{k: round(v, 5) for k, v in last_logs.items()},
                              **sched.figures(step - 1, counters["nan_rollbacks"])})
                         bar.update(step, ips, last_logs, counters)

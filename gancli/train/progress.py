@@ -62,6 +62,7 @@ class Window:
     def reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count, self.images, self.start = 0, 0, time.perf_counter()
+        self.cpu_start = time.process_time()
 
     def add(self, figures: dict[str, torch.Tensor], images: int) -> None:
         for k, v in figures.items():
@@ -76,3 +77,8 @@ class Window:
 
     def images_per_s(self, num_processes: int) -> float:
         return self.images * num_processes / max(time.perf_counter() - self.start, 1e-9)
+
+    def cpu_s(self) -> float:
+        """This process's CPU seconds in the window (all its threads): unlike wall time, not
+        inflated when other work shares the machine, so runs compare at equal CPU time."""
+        return time.process_time() - self.cpu_start
