@@ -12,7 +12,7 @@ from gancli.cli.base import (DEVICE_HELP, EMA_HELP, OVERWRITE_HELP, STEP_HELP, a
                              friendly, load, run_or_newest, run_root, wrote)
 from gancli.errors import GancliError
 
-PATHS_HELP = ("Image files (or, for encode, directories of them), then optionally RUN: a run "
+PATHS_HELP = ("Image files or directories of them (read recursively), then optionally RUN: a run "
               "directory, a step directory or a generator file (default: the newest run under "
               "./runs).")
 
@@ -49,7 +49,7 @@ def _stems(paths: list[Path]) -> list[str]:
 @app.command()
 @friendly
 def project(
-    paths: list[str] = typer.Argument(..., help=PATHS_HELP, metavar="IMAGE... [RUN]"),
+    paths: list[str] = typer.Argument(..., help=PATHS_HELP, metavar="IMAGE|DIR... [RUN]"),
     starts: int = typer.Option(8, "--starts", help="Starting points optimised at once (the best one wins)."),
     steps: int = typer.Option(300, "--steps", help="Optimisation steps."),
     lr: float = typer.Option(0.05, "--lr", help="Adam's learning rate on the latents."),
@@ -81,10 +81,7 @@ def project(
     if not (math.isfinite(lr) and 0 < lr <= 10):
         raise GancliError(f"--lr must be a number in (0, 10], got {lr:g}")
     check_seed(seed)
-    files = image_paths(images, limit=1000)
-    for f in files:
-        if f.is_dir():
-            raise GancliError(f"{f}: project takes image files")
+    files = image_paths(images, limit=1000)   # each one is optimised: a thousand is hours
     explicit = Path(out_dir) if out_dir else None
     if explicit is not None:
         check_outputs((explicit, True), overwrite=overwrite)
