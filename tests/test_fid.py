@@ -211,3 +211,34 @@ def test_a_limited_run_is_measured_against_its_images_or_the_whole_split(tiny_re
     assert "first 40" in seen["reference"] and "-first40-" in seen["reference_cache"]
     assert "first" not in whole["reference"] and "first" not in whole["reference_cache"]
     assert seen["fid"] != whole["fid"]
+
+
+def test_fid_of_one_class_draws_it_and_measures_against_its_images(tiny_recipe, tiny_run, tmp_path):
+    from gancli.checkpoint import load_generator
+    from gancli.data import open_dataset
+
+    run = tmp_path / "cgan"
+    r = invoke("train", "cgan", "--recipe", tiny_recipe, "--out", run, "--no-progress",
+               "--steps", "2")
+    assert r.exit_code == 0, r.output
+    g = load_generator(run)
+    plain = M.GeneratorInput(g.generator, g.spec, 12, seed=1)
+    three = M.GeneratorInput(g.generator, g.spec, 12, seed=1, label=3)
+    assert torch.equal(three.latents["label"], torch.full((12,), 3))
+    assert torch.equal(three.latents["z"], plain.latents["z"])   # the same draws, one class
+
+    ref = M.recipe_reference(g.config.data, "train", None, label=3)
+    labels = open_dataset(g.config.data, "train").labels
+    assert len(ref.dataset) == int((labels == 3).sum()) < len(labels)
+    assert "-class3-" in ref.key and ref.key != M.recipe_reference(g.config.data).key
+
+    res = _fid_json(run, "--n", "32", "--metrics", "fid", "--label", "3")
+    assert res["label"] == 3 and "class 3" in res["reference"] and res["fid"] > 0
+    everything = _fid_json(run, "--n", "32", "--metrics", "fid")
+    assert everything["fid"] != res["fid"] and "label" not in everything
+
+    for bad, why in ((["--label", "10"], "0..9"), (["--label", "x"], "not a number")):
+        r = invoke("fid", run, "--n", "32", *bad, "--feature-extractor", STANDIN)
+        assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output
+    r = invoke("fid", tiny_run, "--n", "32", "--label", "1", "--feature-extractor", STANDIN)
+    assert r.exit_code == 2 and "conditional" in r.output

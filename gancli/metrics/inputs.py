@@ -100,11 +100,14 @@ class GeneratorInput(nn.Module):
     scored); torch-fidelity's own noise only tells the wrapper how many images it wants next.
     """
 
-    def __init__(self, generator: nn.Module, spec: LatentSpec, n: int, seed: int = 0) -> None:
+    def __init__(self, generator: nn.Module, spec: LatentSpec, n: int, seed: int = 0,
+                 label: int | None = None) -> None:
         super().__init__()
         self.module = generator
         self.n, self.seed, self.noise_dim = n, seed, spec.noise_dim
-        self.latents = spec.sample(n, torch.Generator().manual_seed(seed))
+        # --label: the same draws with every image of that class (the rest of z unchanged)
+        labels = torch.full((n,), label, dtype=torch.int64) if label is not None else None
+        self.latents = spec.sample(n, torch.Generator().manual_seed(seed), labels=labels)
         self.position = 0
 
     def rewind(self) -> None:

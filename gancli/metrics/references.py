@@ -50,8 +50,10 @@ def _subset(total: int, n: int | None) -> torch.Tensor | None:
     return idx[:n].sort().values
 
 
-def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None = None) -> Reference:
-    """The images of a recipe's data set (a split, at the recipe's size and channels)."""
+def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None = None,
+                     label: int | None = None, label_name: str | None = None) -> Reference:
+    """The images of a recipe's data set (a split, at the recipe's size and channels); with
+    `label`, only that class's (the reference of a class-conditional FID)."""
     from gancli.data import open_dataset
 
     if split not in ("train", "test"):
@@ -63,7 +65,16 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     def open_() -> tuple[Any, torch.Tensor | None]:
         data = open_dataset(data_cfg, split)
         src = data.images if hasattr(data, "images") else data  # ImageData or a lazy folder
-        return src, _subset(len(src), limit)
+        if label is None:
+            return src, _subset(len(src), limit)
+        if data.labels is None:
+            raise GancliError(f"--label: the {d.source} {split} split has no labels")
+        of_class = (data.labels == label).nonzero().flatten()
+        if len(of_class) < 2:
+            raise GancliError(f"--label: the {d.source} {split} split holds {len(of_class)} "
+                              f"image(s) of class {label_name or label}; FID needs at least 2")
+        pick = _subset(len(of_class), limit)
+        return src, of_class if pick is None else of_class[pick]
 
     d = data_cfg
     local = d.path or (os.environ.get(d.env) if d.env else None)
@@ -71,6 +82,7 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     # whatever else changes pixels (crop, limit, a local copy, a hub id).
     tag = (f"{d.source}-{split}-{d.image_size}px{d.channels}c"
            + (f"-crop{d.crop}" if d.crop else "") + (f"-first{d.limit}" if d.limit else "")
+           + (f"-class{label}" if label is not None else "")
            + f"-n{n if n is not None else 'all'}")
     # Every data setting is hashed (background, vendor and any added later change pixels too),
     # bar those that only decide where the images live: the local copy is hashed as a resolved
@@ -81,9 +93,11 @@ def recipe_reference(data_cfg: DataConfig, split: str = "train", n: int | None =
     spread = {"limit_pick": "spread"} if d.limit and d.source in ("imagefolder", "cifar10") else {}
     h = _short_hash({**fields, "split": split,
                      "local": str(Path(local).expanduser().resolve()) if local else None,
-                     "n": limit, "subset_seed": SUBSET_SEED, "v": 2, **spread})
+                     "n": limit, "subset_seed": SUBSET_SEED, "v": 2, **spread,
+                     **({"label": label} if label is not None else {})})
     what = (f"{d.source} {split} split at {d.image_size}px"
-            + (f", its first {d.limit}" if d.limit else "") + (f", {n} images" if n else ""))
+            + (f", its first {d.limit}" if d.limit else "") + (f", {n} images" if n else "")
+            + (f", class {label_name or label}" if label is not None else ""))
     return Reference(LazyImages(open_), f"gancli-{_slug(tag)}-{h}", what)
 
 
