@@ -13,9 +13,10 @@ from gancli.cli import pictures  # noqa: E402
 from gancli.cli import measures  # noqa: E402
 from gancli.cli import sharing  # noqa: E402
 from gancli.cli import projection  # noqa: E402
+from gancli.cli import explore  # noqa: E402
 
 __all__ = ["app", "debugging", "default_output", "explain", "friendly", "main"]
-COMMAND_MODULES = (training, data, pictures, measures, sharing, projection)
+COMMAND_MODULES = (training, data, pictures, measures, sharing, projection, explore)
 
 
 def main() -> None:
