@@ -189,6 +189,10 @@ BAD = [
     ("/api/command?c3=1e5", "within"),
     ("/api/draw?seed=4294967296", "seed"),
     ("/api/info?ckpt=nope", "unknown checkpoint"),
+    ("/api/image?truncation=0", "truncation"),
+    ("/api/image?truncation=3", "truncation"),
+    ("/api/image?truncation=abc", "not a number"),
+    ("/api/strip?along=seed&values=1&truncation=nan", "truncation"),
 ]
 
 
@@ -287,6 +291,18 @@ def test_image_is_what_sample_writes(served, tiny_run, tmp_path, seed, codes):
     assert status == 200 and cmd["command"] == shlex.join(cmd["argv"])
     assert cmd["argv"][:5] == ["gancli", "sample", str(tiny_run), "--step", "4"]
     assert np.array_equal(pixels(sampled(tmp_path, cmd["argv"][1:])), pixels(png))
+
+
+def test_truncation_is_samples(served, tiny_run, tmp_path):
+    q = "seed=11&truncation=0.5&c1=6&c2=0.25"
+    png = served.get(f"/api/image?{q}")[2]
+    want = sampled(tmp_path, ["sample", tiny_run, "--n", "1", "--seed", "11", "--truncation",
+                              "0.5", "--code", "c1=6", "--code", "c2=0.25"])
+    assert png == want and png != served.get("/api/image?seed=11&c1=6&c2=0.25")[2]
+    status, cmd = served.json(f"/api/command?{q}")
+    assert cmd["argv"][9:11] == ["--truncation", "0.5"]
+    assert sampled(tmp_path, cmd["argv"][1:]) == png
+    assert "--truncation" not in served.json("/api/command?seed=11&truncation=1")[1]["argv"]
 
 
 def test_raw_generator_and_older_checkpoint_are_samples_too(served, tiny_run, tmp_path):

@@ -16,6 +16,7 @@ def explore(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. The default answers this machine only; 0.0.0.0 answers every machine that can reach this one (no login)."),
     port: int = typer.Option(0, "--port", help="Port to listen on (default: a free one, printed)."),
     open_page: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
+    truncation: float = typer.Option(1.0, "--truncation", help="The page's truncation at the start (its slider changes it): the noise z drawn closer to its mean, z = psi * z (0 < psi <= 2; 1 = none), as sample --truncation."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ) -> None:
     """Explore a generator in the browser: a slider per code, a selector per category and class,
@@ -24,7 +25,7 @@ def explore(
     try:
         from gancli.explore import Explorer, make_server
 
-        explorer = Explorer(run, device)   # loads the newest checkpoint: a bad run stops here
+        explorer = Explorer(run, device, truncation=truncation)   # loads the newest checkpoint: a bad run stops here
         server = make_server(explorer, host, port)
     except KeyboardInterrupt:
         err.print("interrupted before the server started")

@@ -3,15 +3,15 @@
     /                 the page (static/index.html)
     /static/NAME      app.js, style.css: a fixed list, read once from the package; never a path
     /api/info         the run's checkpoints and the chosen one's latent spec (codes, class names)
-    /api/image        one image as PNG: ?seed=S&ckpt=ID&ema=1&c1=3&c2=0.5&label=2 ...
+    /api/image        one image as PNG: ?seed=S&ckpt=ID&ema=1&truncation=0.7&c1=3&c2=0.5 ...
     /api/strip        neighbours of that image along one code (or seeds): ... &along=c2&values=-1,0,1
     /api/draw         the codes a seed draws (what `sample --seed S` uses when no --code is given)
     /api/command      the `gancli sample ...` line that writes the same image
 
 Images are rendered here, on the server, with the EMA generator (the raw one on request), by the
 very functions `gancli sample` runs: the seed's draw (`LatentSpec.sample` on a CPU generator),
-then each code fixed (`fix_codes`), then `generate`, and the PNG encoded as `save_grid` encodes a
-one-image grid. So an image saved from the page is the file `gancli sample --n 1` writes, byte for
+the truncation trick (`truncate`), then each code fixed (`fix_codes`), then `generate`, and the
+PNG encoded as `save_grid` encodes a one-image grid. So an image saved from the page is the file `gancli sample --n 1` writes, byte for
 byte. (Rendering in the browser from the ONNX export with onnxruntime-web was the alternative: it
 needs a wasm runtime of several MB, fetched from the network or shipped with gancli, and its
 kernels round differently from torch's, so its pixels would not be `sample`'s; a tiny generator
@@ -57,14 +57,14 @@ from werkzeug.wrappers import Request, Response
 from gancli.checkpoint import STEP_DIR, LoadedGenerator, find_generator, latest_step_dir, load_generator, step_dirs
 from gancli.errors import GancliError
 from gancli.generate import MAX_SEED, generate, pick_device
-from gancli.latent import MAX_VALUE, Latents, LatentSpec
+from gancli.latent import MAX_TRUNCATION, MAX_VALUE, Latents, LatentSpec, check_truncation, truncate
 from gancli.viz import _auto_scale, grid, to_pil
 
 MAX_QUERY = 4_096        # characters of one query string
 MAX_STRIP = 25           # images in one strip of neighbours
 CACHE = 4                # generators kept loaded (one per checkpoint file)
 PADDING = 2              # pixels between a strip's images (the grids' padding)
-RESERVED = ("seed", "ckpt", "ema")       # every other query key names a code (c1, label, z7)
+RESERVED = ("seed", "ckpt", "ema", "truncation")       # every other query key names a code (c1, label, z7)
 STRIP_KEYS = ("along", "values")
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 # The page loads nothing from anywhere but this server (and its own blob: images).
@@ -140,6 +140,8 @@ class State:
     ema: bool
     seed: int
     codes: tuple[str, ...]       # "NAME=VALUE", as `sample --code` takes them, in the page's order
+    truncation: float = 1.0      # psi, as `sample --truncation` takes it
+    truncation_text: str = "1"
 
 
 def _one(args: MultiDict, key: str) -> str | None:
@@ -175,8 +177,10 @@ class Explorer:
     """A run's generators behind a lock: loaded on first use and kept (CACHE of them), run one
     request at a time under torch.inference_mode."""
 
-    def __init__(self, run: str, device: str | None = None, cache: int = CACHE) -> None:
+    def __init__(self, run: str, device: str | None = None, cache: int = CACHE,
+                 truncation: float = 1.0) -> None:
         self.run = run
+        self.truncation = check_truncation(truncation)   # what the page starts with
         self.device = pick_device(device)
         self._lock = threading.Lock()    # one model call at a time; torch's threads are the CPU's
         self._cache: OrderedDict[Path, LoadedGenerator] = OrderedDict()
@@ -227,14 +231,22 @@ class Explorer:
             raise GancliError(f"ema={_short(ema_text)}: ema is 1 (the EMA generator) or 0 (the raw one)")
         seed = seed_of(args.get("seed", "0"))
         codes = tuple(f"{k}={v}" for k, v in args.items() if k not in RESERVED + extra)
-        return State(ckpt, ema_text in ("1", "true"), seed, codes)
+        psi_text = args.get("truncation", "1").strip()
+        try:
+            psi = float(psi_text)
+        except ValueError:
+            raise GancliError(f"truncation={_short(psi_text)}: not a number") from None
+        check_truncation(psi, f"truncation={_short(psi_text)}: truncation")
+        return State(ckpt, ema_text in ("1", "true"), seed, codes, psi, psi_text)
 
-    def latents(self, spec: LatentSpec, seed: int, codes: tuple[str, ...]) -> Latents:
-        """Exactly the latents of `gancli sample --n 1 --seed SEED --code NAME=VALUE ...`: the
-        seed's draw on a CPU generator, then each code fixed, by sample's own functions."""
+    def latents(self, spec: LatentSpec, seed: int, codes: tuple[str, ...],
+                psi: float = 1.0) -> Latents:
+        """Exactly the latents of `gancli sample --n 1 --seed SEED --truncation PSI --code
+        NAME=VALUE ...`: the seed's draw on a CPU generator, the noise truncated, then each code
+        fixed, by sample's own functions in sample's order."""
         from gancli.cli.base import fix_codes
 
-        drawn = spec.sample(1, torch.Generator().manual_seed(seed))
+        drawn = truncate(spec.sample(1, torch.Generator().manual_seed(seed)), psi)
         return fix_codes(spec, drawn, list(codes), "code")
 
     def png(self, g: LoadedGenerator, latents: Latents, nrow: int = 1) -> bytes:
@@ -248,7 +260,7 @@ class Explorer:
     def image(self, args: MultiDict) -> bytes:
         st = self.state(args)
         g = self.generator(st.ckpt, st.ema)
-        return self.png(g, self.latents(g.spec, st.seed, st.codes))
+        return self.png(g, self.latents(g.spec, st.seed, st.codes, st.truncation))
 
     def strip(self, args: MultiDict) -> bytes:
         st = self.state(args, STRIP_KEYS)
@@ -266,13 +278,14 @@ class Explorer:
             seeds = [seed_of(v, "values: seed") for v in items]
             from gancli.cli.base import fix_codes
 
-            rows = [spec.sample(1, torch.Generator().manual_seed(s)) for s in seeds]
+            rows = [truncate(spec.sample(1, torch.Generator().manual_seed(s)), st.truncation)
+                    for s in seeds]
             latents = fix_codes(spec, {k: torch.cat([r[k] for r in rows]) for k in rows[0]},
                                 list(st.codes), "code")
         else:
             spec.check_name(along)
             values = [spec.parse_value(along, v, what=f"values: {along}={_short(v)}") for v in items]
-            one = self.latents(spec, st.seed, st.codes)
+            one = self.latents(spec, st.seed, st.codes, st.truncation)
             many = {k: v.repeat_interleave(len(values), dim=0) for k, v in one.items()}
             latents = spec.fix(many, along, torch.tensor(values))
         return self.png(g, latents, nrow=len(items))
@@ -289,8 +302,10 @@ class Explorer:
         st = self.state(args)
         ck = self.checkpoint(st.ckpt)
         g = self.generator(st.ckpt, st.ema)
-        self.latents(g.spec, st.seed, st.codes)    # refuses what sample would refuse
+        self.latents(g.spec, st.seed, st.codes, st.truncation)    # refuses what sample would refuse
         argv = ["gancli", "sample", *ck.run_args, "--n", "1", "--seed", str(st.seed)]
+        if st.truncation != 1:
+            argv += ["--truncation", st.truncation_text]
         for item in st.codes:
             argv += ["--code", item]
         if not st.ema and ck.has_ema:
@@ -314,6 +329,7 @@ class Explorer:
             # a strip is a grid: `padding` px, then each image `cell` px wide and `padding` px
             "strip": {"cell": size * _auto_scale(size), "padding": PADDING, "max": MAX_STRIP},
             "seed_max": MAX_SEED, "max_value": MAX_VALUE,
+            "truncation": self.truncation, "max_truncation": MAX_TRUNCATION,
         }
 
 

@@ -8,7 +8,7 @@
   const STRIP = 9;                 // images in a strip of neighbours (an odd number: current in the middle)
 
   let info = null;                 // /api/info: checkpoints, the latent spec, strip geometry
-  const state = { ckpt: null, ema: true, seed: 0, codes: {}, along: "seed", lockZ: false };
+  const state = { ckpt: null, ema: true, seed: 0, truncation: "1", codes: {}, along: "seed", lockZ: false };
   let pending = false;             // a change arrived while a request was under way
   let inflight = false;
   let rendered = 0;                // images shown so far (tests wait on it)
@@ -21,6 +21,7 @@
     p.set("seed", String(state.seed));
     p.set("ckpt", state.ckpt);
     p.set("ema", state.ema ? "1" : "0");
+    if (Number(state.truncation) !== 1) p.set("truncation", state.truncation);
     for (const c of info.spec.codes) p.set(c.name, state.codes[c.name]);
     for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
     return p.toString();
@@ -185,7 +186,7 @@
   }
 
   function fileName() {
-    const parts = [`seed${state.seed}`, ...info.spec.codes.map((c) => `${c.name}=${state.codes[c.name]}`)];
+    const parts = [`seed${state.seed}`, ...(Number(state.truncation) !== 1 ? [`psi${state.truncation}`] : []), ...info.spec.codes.map((c) => `${c.name}=${state.codes[c.name]}`)];
     return ("gancli-" + parts.join("-")).replace(/[^A-Za-z0-9._=-]+/g, "_") + ".png";
   }
 
@@ -249,6 +250,8 @@
   // Put the state into the controls (after a new draw, a strip click, a checkpoint switch).
   function sync() {
     $("seed").value = String(state.seed);
+    $("truncation").value = state.truncation;
+    $("num-truncation").value = state.truncation;
     $("ema").checked = state.ema;
     const ck = info.checkpoints.find((k) => k.id === state.ckpt);
     $("ema").disabled = !(ck && ck.ema);
@@ -323,6 +326,21 @@
       state.along = "seed";
       changed();
     });
+    $("truncation").addEventListener("input", () => {
+      state.truncation = $("truncation").value;
+      $("num-truncation").value = state.truncation;
+      changed();
+    });
+    $("num-truncation").addEventListener("change", () => {
+      const t = $("num-truncation").value.trim();
+      if (!(Number(t) > 0 && Number(t) <= info.max_truncation)) {
+        say(`error: truncation takes a number in (0, ${info.max_truncation}]`, true);
+        return;
+      }
+      state.truncation = t;
+      $("truncation").value = t;
+      changed();
+    });
     $("lockz").addEventListener("change", () => { state.lockZ = $("lockz").checked; });
     $("draw").addEventListener("click", () => {
       if (state.lockZ) randomCodes();         // the noise stays; the codes are drawn anew
@@ -346,6 +364,7 @@
       info = await getJSON("/api/info");
       state.ckpt = info.checkpoint;
       state.ema = true;
+      state.truncation = String(info.truncation);
       await drawCodes();                      // seed 0's own codes: the page opens on `sample --n 1 --seed 0`
       state.along = firstAlong();
       header();
