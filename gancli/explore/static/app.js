@@ -315,6 +315,16 @@
 
   function wire() {
     $("ckpt").addEventListener("change", () => { state.ckpt = $("ckpt").value; switchCheckpoint(); });
+    $("ckpt").addEventListener("focus", async () => {   // a run still training: its new checkpoints
+      try {
+        const fresh = await getJSON("/api/info");
+        if (JSON.stringify(fresh.checkpoints) !== JSON.stringify(info.checkpoints)) {
+          info.checkpoints = fresh.checkpoints;
+          info.default = fresh.default;
+          checkpoints();
+        }
+      } catch (e) { say("error: " + e.message, true); }
+    });
     $("ema").addEventListener("change", () => { state.ema = $("ema").checked; switchCheckpoint(); });
     $("seed").addEventListener("change", () => {
       const t = $("seed").value.trim();
