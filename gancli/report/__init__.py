@@ -24,7 +24,7 @@ from gancli import __version__
 from gancli.errors import GancliError
 from gancli.files import atomic_path
 from gancli.report.pictures import curves_png, evals_png, explore, sample_grids
-from gancli.report.run import _when, best_step, read_metrics, step_of, summary
+from gancli.report.run import _when, best_step, number, read_metrics, step_of, summary
 
 __all__ = ["write_report", "build_page"]
 
@@ -65,11 +65,19 @@ def img(png: bytes, alt: str, pixels: bool = False) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return {True: "yes", False: "", None: ""}[v]
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
-    return esc(v)
+    """A table cell: a finite number, shortened; a string, escaped and cut to 40 characters;
+    anything else metrics.jsonl may hold there (NaN, inf, a table, an integer of 400 digits)
+    is left blank."""
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, str):
+        return esc(v if len(v) <= 40 else v[:39] + "…")
+    f = number(v)
+    if f is None:
+        return ""
+    if isinstance(v, int) and abs(v) < 10 ** 15:
+        return str(v)
+    return f"{f:.4f}" if abs(f) < 1e4 else f"{f:.4g}"
 
 
 def results_table(results: list[dict[str, Any]], best: int | None) -> str:

@@ -4,11 +4,15 @@ the latest checkpoint. Nothing is written to disk."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import re
 import shlex
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gancli.report.run import Metrics, number
 
@@ -26,10 +30,71 @@ FIGURES = (("code_accuracy", "code accuracy", True), ("label_agreement", "label 
            ("classifier_fd", "classifier Fréchet distance", False), ("fid", "FID", False))
 
 
+MAX_CURVES = 16                  # curves on one axis (the first ones logged); a legend of more
+MAX_LABEL = 48                   # characters of a curve's name in a legend
+MAX_POINTS = 4000                # points drawn per curve: longer ones keep each bucket's min and max
+# Past these magnitudes matplotlib's limits and ticks overflow or underflow (a span of 2e308 is
+# inf): an axis whose largest value is outside them is drawn in units of a power of ten.
+HUGE, TINY = 1e100, 1e-100
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Drawing keeps library warnings off the terminal: the figures are made from finite,
+    scaled values, so what matplotlib or numpy might still say about limits is not the user's
+    business. Warning options given to Python (-W, PYTHONWARNINGS) are honoured, as the
+    warnings module's documentation asks of programs (the tests use them to see any)."""
+    if sys.warnoptions:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def figure_png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    with quiet():
+        fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
+
+
+def label(text: Any) -> str:
+    """A name from metrics.jsonl made plain text for matplotlib: shortened, and its `$` escaped
+    so a key like `$\\frac` is not parsed as mathtext (which raises on bad TeX)."""
+    t = " ".join(str(text).split())
+    t = t if len(t) <= MAX_LABEL else t[:MAX_LABEL - 1] + "…"
+    return t.replace("$", r"\$")
+
+
+def thin(pts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """At most about MAX_POINTS points, in step order: each of MAX_POINTS // 2 buckets keeps its
+    lowest and highest value, so spikes survive the thinning."""
+    if len(pts) <= MAX_POINTS:
+        return pts
+    n = MAX_POINTS // 2
+    out = []
+    for i in range(n):
+        bucket = pts[i * len(pts) // n:(i + 1) * len(pts) // n]
+        lo, hi = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+        out += sorted({id(lo): lo, id(hi): hi}.values(), key=lambda p: p[0])
+    return out
+
+
+def _divide(v: float, e: int) -> float:
+    # v / 10**e in two steps, each factor a normal float (10.0**-323 alone is a denormal that
+    # is off by 1%, and 10.0**-e for e = -320 overflows).
+    return v / 10.0 ** (e // 2) / 10.0 ** (e - e // 2)
+
+
+def scale(series: list[list[tuple[Any, ...]]]) -> tuple[list[list[tuple[Any, ...]]], str]:
+    """One axis's curves, rescaled by a power of ten when their largest magnitude is beyond
+    what matplotlib plots safely, and the unit to name on the axis ('' when unscaled)."""
+    top = max((abs(p[1]) for pts in series for p in pts), default=0.0)
+    if top == 0.0 or TINY <= top <= HUGE:
+        return series, ""
+    e = math.floor(math.log10(top))
+    return [[(p[0], _divide(p[1], e), *p[2:]) for p in pts] for pts in series], f"×1e{e}"
 
 
 def _marks(ax: Any, best: int | None, events: list[dict[str, Any]]) -> None:
@@ -37,7 +102,12 @@ def _marks(ax: Any, best: int | None, events: list[dict[str, Any]]) -> None:
         ax.axvline(best, color="tab:green", ls="--", lw=1, label=f"best (step {best:,})")
     for i, e in enumerate(events):
         ax.axvline(e["step"], color="tab:red", ls=":", lw=1,
-                   label=f"{e.get('event')}" if i == 0 else None)
+                   label=label(e.get("event")) if i == 0 else None)
+
+
+def _legend(ax: Any, points: int) -> None:
+    # "best" placement is searched over every point: slow (and warned about) on long runs
+    ax.legend(fontsize=8, loc="best" if points <= 1000 else "upper right")
 
 
 def curves_png(m: Metrics, best: int | None) -> bytes | None:
@@ -59,16 +129,24 @@ def curves_png(m: Metrics, best: int | None) -> bytes | None:
         return None
     fig = Figure(figsize=(11, 2.9 * len(groups)), layout="constrained")
     for ax, (title, ks) in zip(fig.subplots(len(groups), 1, squeeze=False)[:, 0], groups):
-        for k in ks:
+        names, series = [], []
+        for k in ks[:MAX_CURVES]:
             pts = sorted((r["step"], v) for r in m.training if (v := number(r.get(k))) is not None)
             if k in SCHEDULES and pts and pts[0][1]:
-                pts = [(s, v / pts[0][1]) for s, v in pts]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=k,
+                first = pts[0][1]       # a ratio past a float's range (1e300 / 1e-300) is left out
+                pts = [(s, q) for s, v in pts if math.isfinite(q := v / first)]
+            if pts:
+                names.append(k)
+                series.append(thin(pts))
+        series, unit = scale(series)
+        for k, pts in zip(names, series):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=label(k),
                     marker="." if len(pts) < 40 else None)
         _marks(ax, best, m.events)
-        ax.set_title(title, fontsize=11, loc="left")
+        more = f" (the first {MAX_CURVES} of {len(ks)})" if len(ks) > MAX_CURVES else ""
+        ax.set_title(title + more + (f"; values {unit}" if unit else ""), fontsize=11, loc="left")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, sum(map(len, series)))
     ax.set_xlabel("step")
     return figure_png(fig)
 
@@ -82,19 +160,23 @@ def evals_png(m: Metrics, best: int | None) -> bytes | None:
     if not found:
         return None
     fig = Figure(figsize=(11, 2.7 * len(found)), layout="constrained")
+    # what decides checkpoints/best (a key_metric that is not a string names nothing)
+    keys = {r.get("key_metric") if isinstance(r.get("key_metric"), str) else None
+            for r in m.evals}
     for ax, (k, name, up) in zip(fig.subplots(len(found), 1, squeeze=False)[:, 0], found):
         pts = sorted((r["step"], v, r.get("best") is True) for r in m.evals
                      if (v := number(r.get(k))) is not None)
+        (pts,), unit = scale([thin(pts)])
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, lw=1.2, label=k)
-        key = {r.get("key_metric") for r in m.evals} == {k}   # what decides checkpoints/best
-        kept = [p for p in pts if p[2] and key]
+        kept = [p for p in pts if p[2] and keys == {k}]
         if kept:
             ax.scatter([p[0] for p in kept], [p[1] for p in kept], s=90, marker="*",
                        color="tab:green", zorder=3, label="a new best (checkpoints/best)")
         _marks(ax, best, [])
-        ax.set_title(f"{name} ({'higher' if up else 'lower'} is better)", fontsize=11, loc="left")
+        ax.set_title(f"{name} ({'higher' if up else 'lower'} is better)"
+                     + (f"; values {unit}" if unit else ""), fontsize=11, loc="left")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        _legend(ax, len(pts))
     ax.set_xlabel("step")
     return figure_png(fig)
 

@@ -14,17 +14,53 @@ from typing import Any
 from gancli.errors import GancliError
 
 MAX_METRICS = 256 * 2 ** 20      # a metrics.jsonl larger than this is refused
+# A step past 2**53 is not one a float (or a plot's axis) holds exactly: no run gets there, so a
+# record claiming one is skipped rather than drawn at the wrong place.
+MAX_STEP = 2 ** 53
+# Times the calendar can print (1970 to the end of year 9999); others are skipped.
+MAX_TIME = 253402300799.0
 
 
 def number(v: Any) -> float | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
+    """A finite float from a JSON value, or None: bools, strings, tables, NaN/inf and integers
+    past a float's range (JSON has no limit on digits) are not figures."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def step_of(rec: dict[str, Any]) -> int | None:
     s = rec.get("step")
-    return s if isinstance(s, int) and not isinstance(s, bool) and s >= 0 else None
+    return s if isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_STEP else None
+
+
+def timestamp(v: Any) -> float | None:
+    """A record's `time` when it is one the calendar can print, else None."""
+    t = number(v)
+    return t if t is not None and 0 <= t <= MAX_TIME else None
+
+
+def count(v: float) -> str:
+    """A rate or count for a sentence: 1,234 below a quadrillion, 1.23e+300 above (not 300
+    digits)."""
+    return f"{v:,.0f}" if abs(v) < 1e15 else f"{v:.3g}"
+
+
+def latest_branch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the training that went on, in file order. A resume from an earlier
+    checkpoint logs its steps again; when the step goes back, the earlier records from that
+    step on belong to a branch that was left, so the later ones replace them (gancli's own
+    resume also drops them from the file; older or edited files still hold them)."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        while out and out[-1]["step"] >= r["step"]:
+            out.pop()
+        out.append(r)
+    return out
 
 
 @dataclass
@@ -37,7 +73,7 @@ class Metrics:
 
     @property
     def times(self) -> list[float]:
-        return [t for r in self.training + self.evals if (t := number(r.get("time"))) is not None]
+        return [t for r in self.training + self.evals if (t := timestamp(r.get("time"))) is not None]
 
 
 def read_metrics(path: Path) -> Metrics:
@@ -69,6 +105,7 @@ def read_metrics(path: Path) -> Metrics:
             m.evals.append(rec)
         elif "kind" not in rec:
             m.training.append(rec)
+    m.training = latest_branch(m.training)
     return m
 
 
@@ -88,8 +125,10 @@ def planned_steps(cfg: Any, training: list[dict[str, Any]]) -> int | None:
         return int(cfg.train.steps)
     for r in reversed(training):
         e = number(r.get("epoch"))
-        if e and e > 0:
-            return max(1, math.ceil(float(cfg.train.epochs) * round(r["step"] / e)))
+        if e and e > 0 and r["step"] > 0:
+            per_epoch = r["step"] / e          # inf for an epoch of 1e-320
+            if math.isfinite(per_epoch) and per_epoch <= MAX_STEP:
+                return max(1, math.ceil(float(cfg.train.epochs) * round(per_epoch)))
     return None
 
 
@@ -155,7 +194,7 @@ def summary(run_dir: Path, cfg: Any, spec: Any, m: Metrics, ckpts: list[int],
             ("processes", str(world) if isinstance(world, int)
              else "not recorded (no checkpoint yet)")]
     timed = sorted((t_, r["step"]) for r in m.training + m.evals
-                   if (t_ := number(r.get("time"))) is not None)
+                   if (t_ := timestamp(r.get("time"))) is not None)
     if len(timed) >= 2:
         (lo, s0), (hi, s1) = timed[0], timed[-1]
         rows.append(("wall-clock", f"{_duration(hi - lo)} from the first record (step {s0:,}, "
@@ -163,8 +202,8 @@ def summary(run_dir: Path, cfg: Any, spec: Any, m: Metrics, ckpts: list[int],
                                    f"pauses between resumes included"))
     speeds = sorted(v for r in m.training if (v := number(r.get("images_per_s"))) is not None)
     if speeds:
-        rows.append(("images/s", f"median {speeds[len(speeds) // 2]:,.0f}, last "
-                                 f"{number(m.training[-1].get('images_per_s')) or 0:,.0f} "
+        rows.append(("images/s", f"median {count(speeds[len(speeds) // 2])}, last "
+                                 f"{count(number(m.training[-1].get('images_per_s')) or 0)} "
                                  f"(all processes)"))
     rows.append(("checkpoints", (", ".join(f"{s:,}" for s in ckpts[-12:])
                                  + (f" ({len(ckpts)} in all)" if len(ckpts) > 12 else ""))
