@@ -358,7 +358,10 @@ def test_class_names_and_labels(named_run, tmp_path):
 # ---------------------------------------------------------------------- the command
 
 
-def test_refusals_before_serving(tiny_run, tmp_path):
+def test_refusals_before_serving(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("explore")      # no RUN and no ./runs
+    assert r.exit_code == 2 and "no run under ./runs" in r.output
     r = invoke("explore", tmp_path / "nothing")
     assert r.exit_code == 2 and "no such run" in r.output and "Traceback" not in r.output
     r = invoke("explore", tiny_run, "--port", "70000")

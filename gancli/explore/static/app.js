@@ -202,7 +202,8 @@
       const row = document.createElement("div");
       row.className = "code-row";
       const name = Object.assign(document.createElement("label"), {
-        className: "name", textContent: c.role === "label" ? `${c.name} (class)` : c.name });
+        className: "name", textContent: c.name,
+        title: c.role === "label" ? "the class (a conditional model's label)" : `${c.kind} code` });
       row.append(name);
       if (c.kind === "categorical") {
         const sel = document.createElement("select");
