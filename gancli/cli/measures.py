@@ -138,6 +138,9 @@ def fid(
         dev = pick_device(device)
         input1 = M.FolderFiles(M.image_files(src))
         count = len(input1)
+    from gancli.checks import measure_checks  # before any image is made (issue 23)
+    measure_checks(loaded.path if loaded else None,
+                   loaded.config.data if loaded and ref is None else None, split, cache)
     if ref is not None:
         if Path(ref).is_dir() and _is_generator_path(Path(ref)):
             raise GancliError(f"--ref {ref} is a run; --ref takes a folder of images")
@@ -211,6 +214,8 @@ def score(
     check_memory(image_bytes(n, data.channels, data.image_size) + latent_bytes(g.spec, n),
                  f"{n:,} images and their latents", "a smaller --n")
     check_labelled(g.config.data)
+    from gancli.checks import measure_checks  # before the classifier is trained (issue 23)
+    measure_checks(g.path, g.config.data, "test")
     if procs.main:   # the main process trains and caches a missing classifier, alone
         clf, info = load_or_train(g.config.data, dev, progress=say)
     procs.barrier()

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from gancli.cli.base import (BACKGROUND_HELP, DATA_HELP, IMAGE_SIZE_HELP, LIMIT_HELP,
-                             VENDOR_HELP, app, data_flag, friendly, out, wrote)
+                             VENDOR_HELP, app, data_flag, err, friendly, out, wrote)
 from gancli.errors import GancliError
 
 
@@ -93,8 +93,13 @@ def train(
             raise GancliError(f"{resume} is a {cfg.model} run, not {model}")
     else:
         cfg = resolve(model, recipe, overrides, data_options)
+    from gancli.checks import training_checks
+
+    # Before any model, data or classifier work: output room, image size, evaluation split.
+    said = training_checks(cfg, resume)
     if dry_run:
         out.print_json(json.dumps(cfg.to_dict()))
+        err.print("checks: " + "; ".join(said), soft_wrap=True, markup=False)
         return
     evaluator = None
     if cfg.train.eval_every:
