@@ -12,6 +12,14 @@ gancli runs its own loop (`gancli.train.train`) on the recipe, with whatever opt
         [--device cpu] [--no-channels-last] [--adam plain|foreach|fused] [--compile]
         [--baseline-batch-size 64] [--only gancli|baseline] [--json]
 
+    python benchmarks/throughput.py --recipe emoji --data EMOJI_DIR --model dcgan,r3gan
+
+Distance to the hardware's limit: each gancli row also gives the FLOP per image of one training
+step (matmuls and convolutions, forward and backward, penalties included; counted by
+torch.utils.flop_counter over one step), the FLOP/s that makes at the measured images/s, and the
+device's own large matrix-product rate at the same precision and threads, measured in the same
+process right after (2048^2 on a CPU, 8192^2 on a GPU): their ratio is the utilisation.
+
 With no options gancli trains at the recipe's defaults (its batch size and precision) and the
 baseline at the texts' own batch of 64, in fp32: the ratio is what a user of either sees.
 
@@ -40,12 +48,67 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST"
 def _config(a: argparse.Namespace, out: Path, steps: int, log_every: int, model: str | None = None):
     from gancli.recipes import resolve
 
-    return resolve(model or a.model, "mnist",
+    return resolve(model or a.model, a.recipe,
                    {"steps": steps, "batch_size": a.batch_size, "mixed_precision": a.mixed_precision,
                     "out": str(out), "log_every": log_every, "sample_every": 10 ** 9,
                     "checkpoint_every": 10 ** 9, "cpu": a.device == "cpu", "seed": a.seed,
                     "channels_last": a.channels_last, "adam": a.adam, "compile": a.compile},
-                   {"path": str(a.data)})
+                   {"path": str(a.data)} if a.data else {})
+
+
+def step_flops(a: argparse.Namespace, tmp: Path) -> int:
+    """Floating-point operations of one training step (matmuls and convolutions, forward and
+    backward, penalties included), by torch.utils.flop_counter's formulas: a 2-step run minus a
+    1-step run, so set-up, the last step's sample grid and checkpoint cancel out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    from gancli.train import train
+
+    class Count(TorchDispatchMode):
+        # FlopCounterMode itself tracks modules with backward hooks, which autograd.grad (the
+        # R1/R2 penalties' double backward) refuses; counting at the dispatcher needs no hooks.
+        def __init__(self) -> None:
+            super().__init__()
+            self.flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.flops += formula(*args, **kwargs, out_val=out)
+            return out
+
+    totals = []
+    for steps in (1, 2):
+        cfg = _config(a, tmp / f"flops-{steps}", steps, 1)
+        with Count() as counter:
+            train(cfg, print_fn=lambda s: None, progress=False)
+        totals.append(counter.flops)
+    return totals[1] - totals[0]
+
+
+def matmul_rate(device: str, precision: str, n: int | None = None, repeats: int = 8) -> float:
+    """The device's own large matrix-product rate (FLOP/s) at this precision, on the threads
+    this process trains with: the yardstick a training step is held against."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    dev = torch.device(device)
+    n = n or (8192 if dev.type == "cuda" else 2048)
+    x = torch.randn(n, n, device=dev).to(dtype)
+    y = torch.randn(n, n, device=dev).to(dtype)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    best = float("inf")
+    for i in range(repeats + 2):
+        sync()
+        t = time.perf_counter()
+        torch.mm(x, y)
+        sync()
+        if i >= 2:                                   # two warm-up products
+            best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
 
 
 def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
@@ -64,8 +127,13 @@ def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
     precision = cfg.train.mixed_precision
     if precision == "auto":
         precision = auto_precision(torch.device(a.device.split(":")[0]))[0]
-    return {"images_per_s": a.steps * batch / seconds, "ms_per_step": 1000 * seconds / a.steps,
-            "batch_size": batch, "mixed_precision": precision}
+    ips = a.steps * batch / seconds
+    flops = step_flops(a, tmp) / batch
+    rate = matmul_rate(a.device, precision)
+    return {"images_per_s": ips, "ms_per_step": 1000 * seconds / a.steps,
+            "batch_size": batch, "mixed_precision": precision, "gflop_per_image": flops / 1e9,
+            "achieved_gflops": ips * flops / 1e9, "matmul_gflops": rate / 1e9,
+            "utilisation": ips * flops / rate}
 
 
 def measure_baseline(a: argparse.Namespace, tmp: Path) -> dict:
@@ -176,14 +244,17 @@ def _cuda() -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("GANCLI_MNIST_DIR", str(DEFAULT_DATA)))
+    ap.add_argument("--recipe", default="mnist", help="gancli's side: a recipe name or .toml "
+                    "(the baseline is MNIST's InfoGAN and runs with the mnist recipe only)")
+    ap.add_argument("--data", default=None, help="the recipe's data (default for mnist: "
+                    "$GANCLI_MNIST_DIR or ../shared/data/MNIST/raw)")
     ap.add_argument("--steps", type=int, default=300, help="measured steps")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--batch-size", type=int, help="gancli's side (default: the recipe's)")
     ap.add_argument("--baseline-batch-size", type=int, default=64,
                     help="the baseline's batch (default: the texts' 64)")
-    ap.add_argument("--model", default="infogan", help="gancli's side: a family or 'all' (the "
-                    "baseline is InfoGAN's, so the ratio is printed for infogan only)")
+    ap.add_argument("--model", default="infogan", help="gancli's side: a family, a comma list, "
+                    "or 'all' (the baseline is InfoGAN's, so the ratio is printed for infogan only)")
     ap.add_argument("--mixed-precision", help="gancli's side: no, bf16, fp16, auto (default: "
                     "the recipe's)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -195,17 +266,21 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--one", choices=("gancli", "baseline"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if not (Path(a.data) / "train-images-idx3-ubyte.gz").is_file():
-        print(f"no MNIST at {a.data} (pass --data DIR with the IDX .gz files)", file=sys.stderr)
-        return 2
+    mnist = a.recipe == "mnist"
+    if mnist:
+        a.data = a.data or os.environ.get("GANCLI_MNIST_DIR", str(DEFAULT_DATA))
+        if not (Path(a.data) / "train-images-idx3-ubyte.gz").is_file():
+            print(f"no MNIST at {a.data} (pass --data DIR with the IDX .gz files)", file=sys.stderr)
+            return 2
     if a.steps % a.warmup:
         print("--steps must be a multiple of --warmup (the log windows)", file=sys.stderr)
         return 2
     if a.one:
         one(a)
         return 0
-    families = ["gan", "cgan", "infogan", "dcgan"] if a.model == "all" else [a.model]
-    sides = [] if a.only == "gancli" else [("baseline", "infogan")]
+    families = (["gan", "cgan", "infogan", "dcgan", "r3gan"] if a.model == "all"
+                else [m.strip() for m in a.model.split(",") if m.strip()])
+    sides = [] if a.only == "gancli" or not mnist else [("baseline", "infogan")]
     sides += [] if a.only == "baseline" else [("gancli", m) for m in families]
     results: dict = {"gancli": {}}
     for side, model in sides:
@@ -232,7 +307,7 @@ def main() -> int:
                             / results["baseline"]["images_per_s"])
     import torch
 
-    results["settings"] = {"model": a.model, "device": a.device,
+    results["settings"] = {"model": a.model, "recipe": a.recipe, "device": a.device,
                            "channels_last": a.channels_last, "adam": a.adam, "compile": a.compile,
                            "steps": a.steps, "warmup": a.warmup, "cores": os.cpu_count(),
                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
@@ -245,8 +320,11 @@ def main() -> int:
         mem = f"peak host {r['peak_host_mib']:.0f} MiB"
         if "peak_device_mib" in r:
             mem += f", device {r['peak_device_mib']:.0f} MiB"
+        util = (f"  {r['gflop_per_image']:.3f} GFLOP/img, {r['achieved_gflops']:.1f} of "
+                f"{r['matmul_gflops']:.1f} GFLOP/s ({100 * r['utilisation']:.0f}% of matmul)"
+                if "utilisation" in r else "")
         print(f"{name:18s} {r['images_per_s']:8.1f} img/s  {r['ms_per_step']:7.1f} ms/step  "
-              f"batch {r['batch_size']:4d}  {r['mixed_precision']:4s}  {mem}")
+              f"batch {r['batch_size']:4d}  {r['mixed_precision']:4s}  {mem}{util}")
     if "ratio" in results:
         print(f"ratio              {results['ratio']:.2f}x  (gancli infogan against the baseline)")
     return 0

@@ -2,6 +2,9 @@
 reports, not in tests)."""
 
 import json
+
+import pytest
+import torch
 import shutil
 import subprocess
 import sys
@@ -30,9 +33,40 @@ def test_throughput_benchmark_every_family(mnist_raw):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert sorted(res["gancli"]) == ["cgan", "dcgan", "gan", "infogan"]
+    assert sorted(res["gancli"]) == ["cgan", "dcgan", "gan", "infogan", "r3gan"]
     assert "baseline" not in res and "ratio" not in res
     assert all(v["batch_size"] == 8 for v in res["gancli"].values())
+    for v in res["gancli"].values():   # the distance to the machine's matrix-product rate
+        assert v["gflop_per_image"] > 0 and v["matmul_gflops"] > 0
+        assert v["utilisation"] == pytest.approx(v["achieved_gflops"] / v["matmul_gflops"])
+    # r3gan's penalties (a double backward) are counted: more FLOP than its plain forward
+    # and backward would be is not asserted, only that the count ran through autograd.grad
+
+
+def test_step_flops_counts_one_step_of_a_known_network(tmp_path):
+    """A gan step's matmul FLOP, against the count by hand from its layer sizes."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    import argparse
+
+    from gancli.recipes import resolve
+    a = argparse.Namespace(model="gan", recipe="digits", data=None, batch_size=4,
+                           mixed_precision="no", device="cpu", seed=0, channels_last=True,
+                           adam="plain", compile=False)
+    flops = throughput.step_flops(a, tmp_path)
+    cfg = resolve("gan", "digits", {"batch_size": 4})
+    assert flops > 0 and flops % 4 == 0
+    # every Linear layer of G and D runs forward (2 FLOP per weight per image) and backward
+    # (twice that); D runs on reals and fakes: the count sits within those bounds
+    from gancli.models import get_family
+    family = get_family("gan")
+    G, D = family.build(cfg, family.latent_spec(cfg))
+    g = sum(m.weight.numel() for m in G.modules() if isinstance(m, torch.nn.Linear))
+    d = sum(m.weight.numel() for m in D.modules() if isinstance(m, torch.nn.Linear))
+    assert 2 * 4 * (g + 2 * d) <= flops <= 6 * 4 * (2 * g + 3 * d)
 
 
 def test_little_data_benchmark_trains_and_scores(tmp_path):
