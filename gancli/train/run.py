@@ -123,13 +123,33 @@ def open_run(cfg: Config, resume: str | Path | None,
     """The run directory (agreed by every process), what to continue from, and the main
     process's lock on the directory (held until training ends)."""
     saved = Saved()
+    main, several = accelerator.is_main_process, accelerator.num_processes > 1
+    if resume is not None and not Path(resume).is_dir():
+        raise GancliError(f"no such run to resume: {resume}")
+    claim = Claim(Path(resume) if resume is not None else Path())
+    failed: BaseException | None = None
+    if main:                             # only the main process locks (and makes) the directory
+        try:
+            if resume is not None:       # before reading: its writer may be half-way through
+                claim.lock = RunLock(claim.run_dir).acquire()
+            else:
+                claim = claim_new_run_dir(cfg)
+        except Exception as e:  # noqa: BLE001 - told to the other processes, then raised
+            if not several:
+                raise
+            failed = e
+    run_dir = claim.run_dir
+    if several:
+        # The others wait here until the main process holds the lock (so none of them reads a
+        # checkpoint another train is still writing), and stop with it when it could not.
+        why = "" if failed is None else (str(failed) or type(failed).__name__)
+        shared = broadcast_object_list([str(run_dir), why])
+        run_dir = Path(shared[0])
+        if failed is not None:
+            raise failed
+        if shared[1]:
+            raise SystemExit(2)          # the main process prints the one error line
     if resume is not None:
-        run_dir = Path(resume)
-        if not run_dir.is_dir():
-            raise GancliError(f"no such run to resume: {resume}")
-        claim = Claim(run_dir)
-        if accelerator.is_main_process:  # before reading: its writer may be half-way through
-            claim.lock = RunLock(run_dir).acquire()
         try:
             if step_dirs(run_dir):
                 saved.dir = latest_step_dir(run_dir)
@@ -139,11 +159,6 @@ def open_run(cfg: Config, resume: str | Path | None,
         except BaseException:
             claim.release()
             raise
-    else:
-        claim = claim_new_run_dir(cfg) if accelerator.is_main_process else Claim(Path())
-        run_dir = claim.run_dir
-    if accelerator.num_processes > 1:
-        run_dir = Path(broadcast_object_list([str(run_dir)])[0])
     return run_dir, saved, claim
 
 
