@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -356,7 +357,27 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     needed = sum(t.numel() * t.element_size() for t in flat.values()) + 8 + \
         len(json.dumps(meta)) + 200 * (len(flat) + 1)
     with atomic_path(path, needed) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+        try:
+            save_file(flat, str(tmp), metadata=meta)
+        except Exception as e:  # noqa: BLE001 - only an I/O failure is turned into OSError
+            raise _as_os_error(e) from e
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _as_os_error(e: Exception) -> Exception:
+    """safetensors' Rust writer reports a failed write as SafetensorError("... I/O error: No
+    space left on device (os error 28)"), not OSError (a real full tmpfs showed it; a patched
+    write had raised OSError): given back as the OSError it was, so a full disk is the same one
+    line as for every other file. Anything else is returned as it is."""
+    if isinstance(e, OSError):
+        return e
+    m = _OS_ERROR.search(str(e))
+    if m is None:
+        return e
+    n = int(m.group(1))
+    return OSError(n, os.strerror(n))
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
