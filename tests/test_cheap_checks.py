@@ -46,7 +46,9 @@ def refused(args, needle: str) -> float:
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
     assert "Traceback" not in r.output
-    assert took < 1.0, f"took {took:.2f} s"
+    # no_work() is what proves the order; the time only guards against a hang (a loaded CI
+    # machine makes even a quick refusal slow, so no tight bound: speed belongs in benchmarks)
+    assert took < 20.0, f"took {took:.2f} s"
     return took
 
 
