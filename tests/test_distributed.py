@@ -79,8 +79,12 @@ def test_two_processes_one_machine_train_evaluate_and_agree(torchrun, recipe, tm
     g = load_generator(out / "checkpoints" / "step-0000004")
     g.generator.eval()
     alone = score_generator(g, 40, cfg.train.seed, "cpu", classifier, classifier_info=info)
-    for key in ("code_accuracy", "class_shares", "classifier_fd"):
+    for key in ("code_accuracy", "class_shares"):
         assert evals[4][key] == pytest.approx(alone[key], abs=1e-4), key
+    # The FD of 40 samples (a rank-deficient covariance through a matrix square root) amplifies
+    # float32 rounding of features made in two processes: 106.4546 against 106.4554 seen on a
+    # loaded CPU. A relative bound of 1e-5 still catches any real disagreement.
+    assert evals[4]["classifier_fd"] == pytest.approx(alone["classifier_fd"], rel=1e-5)
     # and the checkpoint samples in one process
     assert invoke("sample", out, "--n", "4", "--out", tmp_path / "s.png").exit_code == 0
 
