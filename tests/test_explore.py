@@ -27,25 +27,10 @@ from conftest import invoke
 from gancli.explore import Explorer, make_server
 from gancli.explore.server import MAX_QUERY, MAX_STRIP
 
+# the three-class colour cGAN whose checkpoint records class names (cat, dog, dove)
+from test_label_names import CLASSES, named_run  # noqa: F401  (a fixture, shared)
+
 CHROMIUM = Path("/usr/bin/chromium")
-CLASSES = ("cat", "dog", "dove")
-NAMED_RECIPE = """
-description = "three colour classes in a folder"
-[data]
-source = "imagefolder"
-image_size = 16
-channels = 3
-num_classes = 3
-[train]
-batch_size = 6
-steps = 2
-log_every = 1
-sample_every = 2
-checkpoint_every = 2
-[models.cgan]
-noise_dim = 8
-channels = 8
-"""
 
 
 class Served:
@@ -93,22 +78,6 @@ def served(tiny_run):
     s = Served(Explorer(str(tiny_run), "cpu"))
     yield s
     s.close()
-
-
-@pytest.fixture(scope="module")
-def named_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("named")
-    for k, name in enumerate(CLASSES):
-        (root / "pets" / name).mkdir(parents=True)
-        for i in range(4):
-            Image.new("RGB", (16, 16), (80 * k, 40 * i, 200 - 60 * k)).save(
-                root / "pets" / name / f"{i}.png")
-    (root / "pets.toml").write_text(NAMED_RECIPE)
-    run = root / "run"
-    r = invoke("train", "cgan", "--recipe", root / "pets.toml", "--data", root / "pets",
-               "--out", run, "--no-progress")
-    assert r.exit_code == 0, r.output
-    return run
 
 
 def pixels(png: bytes) -> np.ndarray:
