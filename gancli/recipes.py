@@ -28,6 +28,7 @@ from gancli.errors import GancliError
 DEFAULT_RECIPE = "digits"
 MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
 ADAM_IMPLS = ("auto", "plain", "foreach", "fused")
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOSSES = ("bce", "lsgan", "hinge", "rpgan")
 EVAL_METRICS = ("score", "fid")
 ON_NAN = ("stop", "skip")          # what a non-finite loss does: end the run, or roll back
@@ -81,6 +82,7 @@ class TrainConfig:
     channels_last: bool = True       # channels_last memory for convolutional networks
     adam: str = "auto"               # auto | plain | foreach | fused (Adam's implementation)
     compile: bool = False            # torch.compile of G and D
+    compile_mode: str = "auto"       # auto (reduce-overhead: CUDA graphs on a GPU) | default | ...
     tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
     sync_bn: bool = False            # SyncBatchNorm across GPUs (CUDA only)
     log_with: str = ""               # Accelerate trackers, comma list: tensorboard, wandb, ...
@@ -455,6 +457,9 @@ def validate(cfg: Config) -> None:
         raise GancliError("the recipe sets neither steps nor epochs: pass --steps or --epochs")
     if t.adam not in ADAM_IMPLS:
         raise GancliError(f"--adam must be one of {', '.join(ADAM_IMPLS)}, got '{t.adam}'")
+    if t.compile_mode not in COMPILE_MODES:
+        raise GancliError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, "
+                          f"got {_shown(t.compile_mode)}")
     if t.mixed_precision not in MIXED_PRECISION:
         raise GancliError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
                           f"got '{t.mixed_precision}'")

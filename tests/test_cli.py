@@ -68,6 +68,7 @@ def test_traverse_categorical_and_continuous(tiny_run, tmp_path):
     (["train", "infogan", "--recipe", "nosuch"], "unknown recipe 'nosuch'"),
     (["train", "infogan", "--batch-size", "0"], "--batch-size must be positive"),
     (["train", "infogan", "--mixed-precision", "fp64"], "--mixed-precision must be one of"),
+    (["train", "infogan", "--compile-mode", "fastest"], "--compile-mode must be one of"),
 ])
 def test_user_errors_are_one_line(args, msg):
     r = invoke(*args)

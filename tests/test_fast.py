@@ -127,3 +127,63 @@ def test_no_step_reads_the_device(tmp_path, monkeypatch):
         return counts["n"]
 
     assert reads(30) == reads(6)
+
+
+@pytest.mark.parametrize("model", ["gan", "cgan", "infogan", "dcgan"])
+def test_step_flop_estimate_matches_a_counted_step(model, tmp_path):
+    """The estimate (meta tensors, nothing computed) against the FLOP counted over one real step
+    of the same losses and their backwards: backward as twice the forward holds to 25%."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gancli.models import get_family
+
+    cfg = resolve(model, str(recipe(tmp_path)), {"steps": 1})
+    family, n = get_family(model), cfg.train.batch_size
+    spec = family.latent_spec(cfg)
+    torch.manual_seed(0)
+    G, D = family.build(cfg, spec)
+    real = torch.rand(n, 1, 16, 16) * 2 - 1
+    labels = torch.randint(0, 10, (n,))
+    latents = spec.sample(n, torch.Generator().manual_seed(1), labels=labels)
+    with FlopCounterMode(display=False) as counter:
+        fake = G(latents)
+        family.d_loss(D, real, labels, fake.detach(), latents, cfg)[0].backward()
+        family.g_loss(D, fake, latents, cfg, real=real, labels=labels)[0].backward()
+    estimate = fast.step_flop_estimate(cfg)
+    assert estimate > 0 and torch.isfinite(torch.tensor(estimate))
+    assert 0.75 < estimate / counter.get_total_flops() < 1.25
+
+
+def test_auto_precision_keeps_a_launch_bound_gpu_step_in_fp32(monkeypatch):
+    """On a GPU a small step stays fp32 (TF32 on Ampere+) and says why; a large one gets bf16,
+    or fp16 where bf16 is not native. (The GPU is faked: the rule is what is tested.)"""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = torch.device("cuda")
+    precision, why = fast.auto_precision(gpu, 84e9)         # InfoGAN on MNIST at batch 256
+    assert precision == "no" and "launch-bound" in why and "TF32" in why
+    assert fast.auto_precision(gpu, 5e12)[0] == "bf16"
+    assert fast.auto_precision(gpu)[0] == "bf16"              # size unknown: as before
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    assert "TF32" not in fast.auto_precision(gpu, 84e9)[1]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert fast.auto_precision(gpu, 5e12)[0] == "fp16"
+
+
+def test_compile_mode_auto_is_cuda_graphs_on_a_gpu_only():
+    assert fast.compile_mode("auto", torch.device("cuda")) == "reduce-overhead"
+    assert fast.compile_mode("auto", torch.device("cpu")) == "default"
+    assert fast.compile_mode("max-autotune", torch.device("cpu")) == "max-autotune"
+
+
+def test_compiled_networks_compute_what_eager_ones_compute(tmp_path):
+    """`--compile` (torch.compile of G and D through Accelerate's dynamo plugin, the path CUDA
+    graphs take on a GPU) logs the same losses as the eager loop, to float rounding."""
+    eager = run(tmp_path, "eager", "gan", steps=3, log_every=1)
+    compiled = run(tmp_path, "compiled", "gan", steps=3, log_every=1, compile=True)
+    a, b = losses(eager), losses(compiled)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        for k in ("d_loss", "g_loss", "d_real", "d_fake"):
+            assert x[k] == pytest.approx(y[k], abs=1e-4), k

@@ -39,6 +39,7 @@ def test_data_overrides():
     ({"batch_size": 0}, "--batch-size must be positive"),
     ({"lr_g": -1.0}, "--lr-g must be positive"),
     ({"mixed_precision": "fp8"}, "--mixed-precision must be one of"),
+    ({"compile_mode": "graphs"}, "--compile-mode must be one of"),
     ({"loss": "wasserstein"}, "--loss must be one of"),
     ({"steps": -3}, "--steps must be positive"),
     ({"ema_decay": 1.0}, "--ema-decay"),

@@ -35,6 +35,7 @@ def train(
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory for convolutional networks (on by default)."),
     adam: Optional[str] = typer.Option(None, "--adam", help="Adam's implementation: auto (fused on CUDA and the CPU, foreach elsewhere), plain, foreach or fused."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (off by default: slower on the CPUs measured)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="With --compile: auto (reduce-overhead on a GPU, which replays each network's kernels as one CUDA graph; default elsewhere), default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs."),
     cpu: Optional[bool] = typer.Option(None, "--cpu", help="Train on the CPU even if a GPU is present."),
     log_with: Optional[str] = typer.Option(None, "--log-with", help="Experiment trackers through Accelerate, a comma list: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (TensorBoard writes under RUN/trackers/)."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="BatchNorm statistics over the batches of every GPU (SyncBatchNorm; CUDA only)."),
@@ -74,7 +75,7 @@ def train(
                      sample_every=sample_every, checkpoint_every=checkpoint_every,
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
                      eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan,
-                     channels_last=channels_last, adam=adam, compile=compile_, sync_bn=sync_bn,
+                     channels_last=channels_last, adam=adam, compile=compile_, compile_mode=compile_mode, sync_bn=sync_bn,
                      log_with=log_with, augment=augment, ada_target=ada_target, r1=r1,
                      r1_every=r1_every, r2=r2)
     data_options = {"path": data, "limit": limit, "image_size": image_size,

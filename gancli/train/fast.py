@@ -8,7 +8,8 @@ own (`benchmarks/throughput.py`, docs/performance.md).
 - Adam's multi-tensor (foreach) or fused kernels instead of a Python loop over parameters;
 - TF32 matrix units for fp32 work on Ampere+ GPUs;
 - torch.compile of G and D (not of the whole step: two backwards in one graph do not compile),
-  off by default: on the CPUs measured here it was slower;
+  off by default: on the CPUs measured here it was slower; on a GPU its ``auto`` mode is
+  ``reduce-overhead`` (CUDA graphs), against the step's launch bound;
 - on the CPU, glibc's allocator keeps freed memory for reuse (`keep_freed_memory`).
 """
 
@@ -43,16 +44,66 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-def auto_precision(device: torch.device) -> tuple[str, str]:
-    """(precision, why) for `--mixed-precision auto` on `device`."""
+# A GAN step at or below this many FLOP is launch-bound on an Ampere-or-newer GPU: its arithmetic
+# takes under 2 ms at a conservative 100 TFLOP/s of TF32 (an H100 does about 400), less than the
+# launches of its 100-300 kernels. Half precision then buys nothing; InfoGAN on MNIST (84 GFLOP
+# a step at batch 256) ran slower in bf16 than in fp32 on an H100 (docs/performance.md).
+LAUNCH_BOUND_FLOP = 2e11
+
+
+def auto_precision(device: torch.device, step_flop: float | None = None) -> tuple[str, str]:
+    """(precision, why) for `--mixed-precision auto` on `device`; on a GPU, `step_flop` (the
+    training step's estimated FLOP, :func:`step_flop_estimate`) keeps a launch-bound step in
+    fp32 (with TF32 on Ampere+)."""
     if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if step_flop is not None and step_flop <= LAUNCH_BOUND_FLOP:
+            tf32 = " with TF32" if torch.cuda.get_device_capability(device)[0] >= 8 else ""
+            return "no", (f"fp32{tf32}: the step is launch-bound (about {step_flop / 1e9:.0f} "
+                          f"GFLOP, under {LAUNCH_BOUND_FLOP / 1e9:.0f}), so half precision "
+                          f"would not be faster on {name}")
         if torch.cuda.is_bf16_supported():
-            return "bf16", f"{torch.cuda.get_device_name(device)} runs bf16 natively"
-        return "fp16", f"{torch.cuda.get_device_name(device)} has no fast bf16: fp16 with a scaler"
+            return "bf16", f"{name} runs bf16 natively"
+        return "fp16", f"{name} has no fast bf16: fp16 with a scaler"
     if device.type == "cpu" and cpu_has_fast_bf16():
         kind = "AMX" if "amx_bf16" in cpu_flags() else "AVX512-BF16"
         return "bf16", f"this CPU has {kind}"
     return "no", "no fast half precision on this device"
+
+
+def step_flop_estimate(cfg: Any) -> float:
+    """FLOP of one training step of `cfg` at its batch size (matmuls and convolutions), counted
+    without computing anything: the networks are built on the meta device and the family's own
+    losses run on shape-only tensors. Backward is taken as twice the forward; the lazy R1/R2
+    penalties are left out. InfoGAN on MNIST: 0.32 GFLOP an image, against 0.33 counted over a
+    real step (benchmarks/throughput.py)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gancli.models import get_family
+
+    family, t, d = get_family(cfg.model), cfg.train, cfg.data
+    spec = family.latent_spec(cfg)
+    n = 2
+    with torch.device("meta"):
+        G, D = family.build(cfg, spec)
+    latents = {k: v.to("meta") for k, v in spec.sample(n).items()}
+    real = torch.empty(n, d.channels, d.image_size, d.image_size, device="meta")
+    labels = (torch.zeros(n, dtype=torch.int64, device="meta")
+              if getattr(d, "num_classes", 0) else None)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fake = G(latents)
+        family.d_loss(D, real, labels, fake, latents, cfg)
+        family.g_loss(D, fake, latents, cfg, real=real, labels=labels)
+    return 3.0 * counter.get_total_flops() / n * t.batch_size
+
+
+def compile_mode(mode: str, device: torch.device) -> str:
+    """torch.compile's mode for `--compile-mode`: ``auto`` is ``reduce-overhead`` on a GPU (CUDA
+    graphs: each compiled G and D call is one graph launch instead of hundreds of kernel
+    launches, the GPU step's bound) and ``default`` elsewhere (CUDA graphs do not exist there)."""
+    if mode == "auto":
+        return "reduce-overhead" if device.type == "cuda" else "default"
+    return mode
 
 
 def is_convolutional(*modules: nn.Module) -> bool:

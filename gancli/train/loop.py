@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, TorchDynamoPlugin, set_seed
 
 from gancli.data import make_batches, open_dataset, to_uint8
 from gancli.errors import GancliError
@@ -32,11 +32,20 @@ from gancli.viz import grid, save_grid
 Printer = Callable[[str], None]
 
 
-def make_accelerator(t: TrainConfig, say: Printer) -> tuple[Accelerator, str]:
+def make_accelerator(cfg: Config, say: Printer) -> tuple[Accelerator, str]:
+    t = cfg.train
     cpu_only = t.cpu or not torch.cuda.is_available()
+    device = torch.device("cpu" if cpu_only else "cuda")
+    mode = fast.compile_mode(t.compile_mode, device) if t.compile else None
+    if mode is not None:
+        say(f"compile: G and D, mode {mode}")
     precision = t.mixed_precision
     if precision == "auto":
-        precision, why = fast.auto_precision(torch.device("cpu" if cpu_only else "cuda"))
+        # A GPU step replayed as CUDA graphs is no longer launch-bound; else its size decides.
+        graphed = mode in ("reduce-overhead", "max-autotune")
+        flop = (fast.step_flop_estimate(cfg)
+                if device.type == "cuda" and not graphed else None)
+        precision, why = fast.auto_precision(device, flop)
         say(f"precision: auto -> {precision} ({why})")
     if precision == "fp16" and cpu_only:
         say("note: fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
@@ -54,7 +63,7 @@ def make_accelerator(t: TrainConfig, say: Printer) -> tuple[Accelerator, str]:
         # cpu=True also on a GPU-less machine: Accelerate only sets up multi-process CPU (gloo)
         # training when told it runs on the CPU.
         cpu=cpu_only, mixed_precision=precision,
-        dynamo_backend="inductor" if t.compile else None,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=mode) if mode else None,
         # Per-rank BatchNorm statistics: no buffer broadcast between D's real and fake forwards.
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
@@ -66,7 +75,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, print_fn: Printer = 
     """Train `cfg` (or continue the run at `resume`); return the run directory."""
     family = get_family(cfg.model)
     t = cfg.train
-    accelerator, precision = make_accelerator(t, print_fn)
+    accelerator, precision = make_accelerator(cfg, print_fn)
     ranks.check_sync_bn(t, accelerator)
     run_dir, saved, claim = open_run(cfg, resume, accelerator)
     try:
@@ -163,6 +172,8 @@ def _train(cfg: Config, family: Any, accelerator: Accelerator, precision: str, r
     with StopSignals(say) as stop:
         try:
             while step < n_steps:
+                if t.compile:   # a new step: CUDA graphs may reuse the last step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
                 real, labels = next(batches)
                 real = real.contiguous(memory_format=layout)   # free when already so (1 channel)
                 sched.apply(step, opt_g, opt_d, counters["nan_rollbacks"])
