@@ -116,7 +116,7 @@ def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
     import torch
 
     from gancli.train import train
-    from gancli.train.fast import auto_precision
+    from gancli.train.fast import run_precision
 
     cfg = _config(a, tmp / "run", a.warmup + a.steps, a.warmup)
     train(cfg, print_fn=lambda s: None, progress=False)
@@ -124,9 +124,7 @@ def measure_gancli(a: argparse.Namespace, tmp: Path) -> dict:
     measured = [r for r in records if "images_per_s" in r and r["step"] > a.warmup]
     batch = cfg.train.batch_size
     seconds = sum(a.warmup * batch / r["images_per_s"] for r in measured)
-    precision = cfg.train.mixed_precision
-    if precision == "auto":
-        precision = auto_precision(torch.device(a.device.split(":")[0]))[0]
+    precision = run_precision(cfg, torch.device(a.device.split(":")[0]))[0]   # the loop's choice
     ips = a.steps * batch / seconds
     flops = step_flops(a, tmp) / batch
     rate = matmul_rate(a.device, precision)

@@ -171,6 +171,21 @@ def test_auto_precision_keeps_a_launch_bound_gpu_step_in_fp32(monkeypatch):
     assert fast.auto_precision(gpu, 5e12)[0] == "fp16"
 
 
+def test_run_precision_is_the_loops_choice(tmp_path, monkeypatch):
+    """What a run trains with: a set precision as set; auto by the device, and on a GPU by the
+    step's size unless CUDA graphs replay it (then launches no longer bound it)."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    cfg = lambda **over: resolve("infogan", str(recipe(tmp_path)), {"steps": 1, **over})
+    assert fast.run_precision(cfg(mixed_precision="bf16"), gpu) == ("bf16", None)
+    assert fast.run_precision(cfg(mixed_precision="auto"), cpu) == fast.auto_precision(cpu)
+    assert fast.run_precision(cfg(mixed_precision="auto"), gpu)[0] == "no"     # a tiny step
+    graphed = cfg(mixed_precision="auto", compile=True)                         # mode auto
+    assert fast.run_precision(graphed, gpu)[0] == "bf16"
+
+
 def test_compile_mode_auto_is_cuda_graphs_on_a_gpu_only():
     assert fast.compile_mode("auto", torch.device("cuda")) == "reduce-overhead"
     assert fast.compile_mode("auto", torch.device("cpu")) == "default"

@@ -71,6 +71,18 @@ def auto_precision(device: torch.device, step_flop: float | None = None) -> tupl
     return "no", "no fast half precision on this device"
 
 
+def run_precision(cfg: Any, device: torch.device) -> tuple[str, str | None]:
+    """(precision, why) a run of `cfg` trains with on `device`; `why` only for ``auto``. A GPU step
+    replayed as CUDA graphs is no longer launch-bound; otherwise the step's size decides."""
+    t = cfg.train
+    if t.mixed_precision != "auto":
+        return t.mixed_precision, None
+    mode = compile_mode(t.compile_mode, device) if t.compile else None
+    graphed = mode in ("reduce-overhead", "max-autotune")
+    flop = step_flop_estimate(cfg) if device.type == "cuda" and not graphed else None
+    return auto_precision(device, flop)
+
+
 def step_flop_estimate(cfg: Any) -> float:
     """FLOP of one training step of `cfg` at its batch size (matmuls and convolutions), counted
     without computing anything: the networks are built on the meta device and the family's own

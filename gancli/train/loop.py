@@ -39,13 +39,8 @@ def make_accelerator(cfg: Config, say: Printer) -> tuple[Accelerator, str]:
     mode = fast.compile_mode(t.compile_mode, device) if t.compile else None
     if mode is not None:
         say(f"compile: G and D, mode {mode}")
-    precision = t.mixed_precision
-    if precision == "auto":
-        # A GPU step replayed as CUDA graphs is no longer launch-bound; else its size decides.
-        graphed = mode in ("reduce-overhead", "max-autotune")
-        flop = (fast.step_flop_estimate(cfg)
-                if device.type == "cuda" and not graphed else None)
-        precision, why = fast.auto_precision(device, flop)
+    precision, why = fast.run_precision(cfg, device)
+    if why:
         say(f"precision: auto -> {precision} ({why})")
     if precision == "fp16" and cpu_only:
         say("note: fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)")
