@@ -54,7 +54,8 @@ def train_and_score(args: argparse.Namespace, judge: Judge, model: str, augment:
     if trained is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt stopped before its first checkpoint: start again
     if trained is None:
-        cmd = [*GANCLI, "train", model, "--recipe", args.recipe, "--limit", str(args.limit),
+        cmd = [*GANCLI, "train", model, "--recipe", args.recipe,
+               *(["--limit", str(args.limit)] if args.limit else []),
                "--steps", str(args.steps), "--seed", str(seed), "--augment", augment,
                "--out", str(run_dir), "--checkpoint-every", str(math.gcd(*args.score_at)),
                "--sample-every", str(args.steps), "--no-progress", *args.extra]
@@ -133,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="mnist")
     ap.add_argument("--data", default=None, help="local copy of the data set (--data of train)")
-    ap.add_argument("--limit", type=int, default=2000)
+    ap.add_argument("--limit", type=int, default=2000, help="training images (0: all of them)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--models", default="dcgan,cgan")
     ap.add_argument("--augment", default="none,diffaug,ada",
