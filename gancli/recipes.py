@@ -86,6 +86,7 @@ class TrainConfig:
     tf32: bool = True                # TF32 for fp32 matrix work on Ampere+ GPUs
     sync_bn: bool = False            # SyncBatchNorm across GPUs (CUDA only)
     log_with: str = ""               # Accelerate trackers, comma list: tensorboard, wandb, ...
+    balance_classes: bool = False    # draw real images class-balanced (labelled data only)
     augment: str = "none"            # none | diffaug | ada | a comma list of colour, translation, cutout
     ada_target: float = 0.6          # ada: the E[sign D(real)] p is adjusted towards
     r1: float = 0.0                  # R1 penalty's gamma on reals (0: off)

@@ -131,3 +131,19 @@ def test_two_process_training_with_torchrun(tiny_recipe, tmp_path):
     from gancli.checkpoint import load_generator
     g = load_generator(runs[0])
     assert g.step == 3
+
+
+def test_balance_classes_on_unlabelled_folder_is_one_line(tmp_path):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    r = invoke("train", "dcgan", "--recipe", "imagefolder", "--data", folder, "--image-size", 8,
+               "--batch-size", 4, "--steps", 1, "--balance-classes", "--cpu", "--out", out,
+               "--no-progress")
+    assert r.exit_code == 2, r.output
+    assert "needs a labelled data set" in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -3,6 +3,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from gancli.data import DeviceBatches, ImageData, load_images, read_idx
@@ -123,3 +125,64 @@ def test_batches_resume_from_state():
 def test_too_few_images_for_a_batch():
     with pytest.raises(GancliError, match="fewer than one batch"):
         DeviceBatches(_tiny(10), 16, torch.device("cpu"))
+
+
+def _skewed():
+    # 40 images, labels 0 x 30, 1 x 6, 2 x 3, 3 x 1: a long tail like the emoji groups
+    labels = torch.tensor([0] * 30 + [1] * 6 + [2] * 3 + [3] * 1)
+    imgs = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()
+    return ImageData(imgs, labels, 4, "skewed")
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 30), min_size=1, max_size=6), seed=st.integers(0, 99),
+       epoch=st.integers(0, 5))
+def test_balanced_order_properties(counts, seed, epoch):
+    from gancli.data.batches import epoch_permutation
+    classes = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    classes = classes[torch.randperm(len(classes), generator=torch.Generator().manual_seed(7))]
+    n = len(classes)
+    order = epoch_permutation(seed, epoch, n, classes)
+    assert order.shape == (n,) and order.dtype == torch.int64
+    assert order.min() >= 0 and order.max() < n
+    drawn = torch.bincount(classes[order], minlength=len(counts))
+    assert drawn.max() - drawn.min() <= 1                    # every class equally often
+    for k, c in enumerate(counts):                          # each class cycles through its images
+        per_image = torch.bincount(order[classes[order] == k], minlength=n)[classes == k]
+        assert per_image.max() - per_image.min() <= 1
+    assert torch.equal(order, epoch_permutation(seed, epoch, n, classes))   # (seed, epoch) alone
+
+
+def test_balanced_batches_draw_the_tail_as_often_and_resume():
+    data = _skewed()
+    b = DeviceBatches(data, 8, torch.device("cpu"), seed=2, balance=True)
+    labels = torch.cat([next(b)[1] for _ in range(5 * b.steps_per_epoch)])   # 5 epochs
+    assert torch.bincount(labels, minlength=4).tolist() == [50, 50, 50, 50]
+    plain = DeviceBatches(data, 8, torch.device("cpu"), seed=2)
+    plain_labels = torch.cat([next(plain)[1] for _ in range(5 * plain.steps_per_epoch)])
+    assert torch.bincount(plain_labels, minlength=4).tolist() == [150, 30, 15, 5]
+    # exact resume: a fresh batcher from the state draws the same images
+    a = DeviceBatches(data, 8, torch.device("cpu"), seed=2, balance=True)
+    for _ in range(7):
+        next(a)
+    c = DeviceBatches(data, 8, torch.device("cpu"), seed=2, balance=True)
+    c.load_state_dict(a.state_dict())
+    for _ in range(6):
+        xa, ya = next(a)
+        xc, yc = next(c)
+        assert torch.equal(xa, xc) and torch.equal(ya, yc)
+
+
+def test_balanced_stream_matches_device():
+    from gancli.data import StreamBatches
+    data = _skewed()
+    dev = DeviceBatches(data, 8, torch.device("cpu"), seed=4, balance=True)
+    stream = StreamBatches(data, 8, torch.device("cpu"), seed=4, num_workers=0, balance=True)
+    for _ in range(12):
+        assert torch.equal(next(dev)[0], next(stream)[0])
+
+
+def test_balance_needs_labels():
+    data = ImageData(_tiny().images, None, 0, "unlabelled")
+    with pytest.raises(GancliError, match="needs a labelled data set"):
+        DeviceBatches(data, 4, torch.device("cpu"), balance=True)

@@ -54,6 +54,7 @@ def train(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory, exactly where its newest checkpoint left it (with a larger --steps/--epochs to extend it)."),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", help="Keep only the K newest step checkpoints (0: all; best/ is always kept)."),
     on_nan: Optional[str] = typer.Option(None, "--on-nan", help="A non-finite loss or weight: stop (keep the last good checkpoint) or skip (roll back, halve the learning rates, go on)."),
+    balance_classes: Optional[bool] = typer.Option(None, "--balance-classes/--no-balance-classes", help="Draw the real images so that every class is equally frequent (labelled data; rare classes repeat more often): the real labels then match a conditional model's uniform fake labels."),
     augment: Optional[str] = typer.Option(None, "--augment", help="Differentiable augmentation of every image D sees: none (default), diffaug (colour, translation, cutout), ada (the same with an adaptive probability) or a comma list of colour, translation, cutout."),
     ada_target: Optional[float] = typer.Option(None, "--ada-target", help="--augment ada: the E[sign D(real)] the probability is steered to (default 0.6)."),
     r1: Optional[float] = typer.Option(None, "--r1", help="R1 gradient penalty on real images, gamma (default 0: off)."),
@@ -76,7 +77,7 @@ def train(
                      log_every=log_every, eval_every=eval_every, eval_metric=eval_metric,
                      eval_samples=eval_samples, keep_last=keep_last, on_nan=on_nan,
                      channels_last=channels_last, adam=adam, compile=compile_, compile_mode=compile_mode, sync_bn=sync_bn,
-                     log_with=log_with, augment=augment, ada_target=ada_target, r1=r1,
+                     log_with=log_with, balance_classes=balance_classes, augment=augment, ada_target=ada_target, r1=r1,
                      r1_every=r1_every, r2=r2)
     data_options = {"path": data, "limit": limit, "image_size": image_size,
                     "background": background, "vendor": vendor}

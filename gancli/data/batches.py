@@ -15,10 +15,47 @@ from gancli.data.pixels import _cpus, _local_processes
 from gancli.errors import GancliError
 
 
-def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The order of epoch `epoch`: a function of (seed, epoch) only, so runs resume exactly."""
+def epoch_permutation(seed: int, epoch: int, n: int,
+                      classes: torch.Tensor | None = None) -> torch.Tensor:
+    """The order of epoch `epoch`: a function of (seed, epoch) only, so runs resume exactly.
+
+    With `classes` (int64 labels, N), the order is class-balanced instead: n draws in which every
+    class present takes n / K of the positions (the remainder to classes drawn at random), each
+    class walking its own images in a fresh random order and again from the start when they run
+    out. A conditional model's fakes have uniform labels; balanced reals give D the same label
+    marginal, and the rare classes as many real examples per step as the common ones.
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
+    if classes is None:
+        return torch.randperm(n, generator=g)
+    return _balanced_order(g, n, classes.cpu())
+
+
+def _balanced_order(g: torch.Generator, n: int, classes: torch.Tensor) -> torch.Tensor:
+    present = torch.unique(classes)
+    k = len(present)
+    slots = torch.cat([present.repeat(n // k), present[torch.randperm(k, generator=g)[: n % k]]])
+    slots = slots[torch.randperm(n, generator=g)]
+    order = torch.empty(n, dtype=torch.int64)
+    for c in present.tolist():
+        members = (classes == c).nonzero().squeeze(1)
+        where = (slots == c).nonzero().squeeze(1)
+        rounds = -(-len(where) // len(members))
+        picks = torch.cat([members[torch.randperm(len(members), generator=g)]
+                           for _ in range(rounds)])
+        order[where] = picks[: len(where)]
+    return order
+
+
+def balance_labels(labels: torch.Tensor | None, balance: bool) -> torch.Tensor | None:
+    """The labels a balanced order follows, or None for the plain permutation; one clear error
+    for a data set without labels."""
+    if not balance:
+        return None
+    if labels is None:
+        raise GancliError("balance_classes needs a labelled data set (its labels decide the "
+                          "draws); this one has none: drop --balance-classes")
+    return labels.cpu()
 
 
 def _check_batch(n: int, batch_size: int, world_size: int) -> int:
@@ -39,8 +76,9 @@ class DeviceBatches:
     mode = "device"
 
     def __init__(self, data: ImageData, batch_size: int, device: torch.device, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, balance: bool = False) -> None:
         self.steps_per_epoch = _check_batch(len(data), batch_size, world_size)
+        self.classes = balance_labels(data.labels, balance)
         self.images = data.images.to(device)
         self.labels = None if data.labels is None else data.labels.to(device)
         self.batch_size, self.device = batch_size, torch.device(device)
@@ -53,7 +91,8 @@ class DeviceBatches:
         return f"held on {self.device}"
 
     def _permutation(self) -> torch.Tensor:
-        return epoch_permutation(self.seed, self.epoch, self.images.shape[0]).to(self.device)
+        return epoch_permutation(self.seed, self.epoch, self.images.shape[0],
+                                 self.classes).to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         return self
@@ -83,8 +122,8 @@ class _RankBatches:
     position) on, exactly the indices :class:`DeviceBatches` would draw."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int, world_size: int,
-                 epoch: int, position: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+                 epoch: int, position: int, classes: torch.Tensor | None = None) -> None:
+        self.n, self.batch_size, self.seed, self.classes = n, batch_size, seed, classes
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position = epoch, position
         self.steps = n // (batch_size * world_size)
@@ -95,7 +134,7 @@ class _RankBatches:
             if pos >= self.steps:
                 epoch, pos, perm = epoch + 1, 0, None
             if perm is None:
-                perm = epoch_permutation(self.seed, epoch, self.n)
+                perm = epoch_permutation(self.seed, epoch, self.n, self.classes)
             start = pos * self.batch_size * self.world_size + self.rank * self.batch_size
             yield perm[start: start + self.batch_size].tolist()
             pos += 1
@@ -147,8 +186,10 @@ class StreamBatches:
 
     def __init__(self, source: ImageData | LazySource, batch_size: int, device: torch.device,
                  *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 num_workers: int | None = None, say: Callable[[str], None] | None = None) -> None:
+                 num_workers: int | None = None, say: Callable[[str], None] | None = None,
+                 balance: bool = False) -> None:
         self.steps_per_epoch = _check_batch(len(source), batch_size, world_size)
+        self.classes = balance_labels(source.labels, balance)
         self.lazy = isinstance(source, LazySource)
         self.dataset = source if self.lazy else _TensorImages(source)
         self.n = len(source)
@@ -172,7 +213,7 @@ class StreamBatches:
 
     def _start(self) -> Iterator[Any]:
         sampler = _RankBatches(self.n, self.batch_size, self.seed, self.rank, self.world_size,
-                               self.epoch, self.position)
+                               self.epoch, self.position, self.classes)
         kw: dict[str, Any] = {}
         if self.num_workers:
             kw = {"prefetch_factor": 4, "persistent_workers": False}
@@ -287,11 +328,13 @@ def choose_mode(source: ImageData | LazySource, device: torch.device | str, mode
 def make_batches(source: ImageData | LazySource, batch_size: int, device: torch.device | str,
                  *, seed: int = 0, rank: int = 0, world_size: int = 1, mode: str = "auto",
                  budget: int | None = None, num_workers: int | None = None,
-                 say: Callable[[str], None] | None = None) -> DeviceBatches | StreamBatches:
+                 say: Callable[[str], None] | None = None,
+                 balance: bool = False) -> DeviceBatches | StreamBatches:
     """Batches for training: :class:`DeviceBatches` or :class:`StreamBatches` as
     :func:`choose_mode` decides. Both give (float images in [-1, 1], int64 labels or None) on
     `device` and share steps_per_epoch, mode, where, state_dict() and load_state_dict().
-    `say` hears the loader's notes (skipped files and the like)."""
+    `say` hears the loader's notes (skipped files and the like); `balance` draws the classes
+    equally often (:func:`epoch_permutation`)."""
     device = torch.device(device)
     chosen = choose_mode(source, device, mode, budget)
     if say is not None:
@@ -303,6 +346,6 @@ def make_batches(source: ImageData | LazySource, batch_size: int, device: torch.
             for note in data.notes[len(source.notes):]:
                 say(f"note: {note}")
         return DeviceBatches(data, batch_size, device, seed=seed, rank=rank,
-                             world_size=world_size)
+                             world_size=world_size, balance=balance)
     return StreamBatches(source, batch_size, device, seed=seed, rank=rank, world_size=world_size,
-                         num_workers=num_workers, say=say)
+                         num_workers=num_workers, say=say, balance=balance)

@@ -106,7 +106,7 @@ def _train(cfg: Config, family: Any, accelerator: Accelerator, precision: str, r
     # Held on the device when it fits a quarter of its free memory, else streamed (cfg.data.stream).
     batches = make_batches(data, t.batch_size, accelerator.device, seed=t.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           mode=cfg.data.stream, say=say)
+                           mode=cfg.data.stream, say=say, balance=t.balance_classes)
     if "batches" in saved.state:
         batches.load_state_dict(rescale_position(saved.state["batches"], accelerator))
     n_steps = total_steps(cfg, batches.steps_per_epoch)
