@@ -83,8 +83,10 @@ def test_two_processes_one_machine_train_evaluate_and_agree(torchrun, recipe, tm
         assert evals[4][key] == pytest.approx(alone[key], abs=1e-4), key
     # The FD of 40 samples (a rank-deficient covariance through a matrix square root) amplifies
     # float32 rounding of features made in two processes: 106.4546 against 106.4554 seen on a
-    # loaded CPU. A relative bound of 1e-5 still catches any real disagreement.
-    assert evals[4]["classifier_fd"] == pytest.approx(alone["classifier_fd"], rel=1e-5)
+    # loaded AVX2 CPU, 99.8389 against 99.8622 (2.3e-4) on an AVX-512 one. A relative bound of
+    # 1e-3 still catches a real disagreement (other samples or weights); the code accuracy and
+    # class shares above agree to 1e-4.
+    assert evals[4]["classifier_fd"] == pytest.approx(alone["classifier_fd"], rel=1e-3)
     # and the checkpoint samples in one process
     assert invoke("sample", out, "--n", "4", "--out", tmp_path / "s.png").exit_code == 0
 
