@@ -109,7 +109,7 @@ def judged_at(args: argparse.Namespace, judge: Judge, run_dir: Path) -> list[dic
 
 def table(rows: list[dict], models: list[str]) -> str:
     lines = [f"{'model':8} {'seed':>4} {'CPU s':>8} {'step':>7} {'images':>9} {'FID/FD':>9} "
-             f"{'KID':>8} {'D+ real':>7}"]
+             f"{'KID':>8} {'D+ real':>7} {'<5%':>4}"]
     for r in rows:
         for p in r["points"]:
             if p["step"] is None:
@@ -117,8 +117,11 @@ def table(rows: list[dict], models: list[str]) -> str:
                 continue
             kid = f"{p['kid']:>8.4f}" if "kid" in p else f"{'-':>8}"
             dpos = "-" if p["d_real_positive"] is None else f"{p['d_real_positive']:.3f}"
+            # --judge score: classes under 5% of the samples (the classifier's coverage)
+            under = p.get("classes_under_5pct")
             lines.append(f"{r['model']:8} {r['seed']:>4} {p['cpu_s']:>8.0f} {p['step']:>7} "
-                         f"{p['images']:>9} {p['fd']:>9.2f} {kid} {dpos:>7}")
+                         f"{p['images']:>9} {p['fd']:>9.2f} {kid} {dpos:>7} "
+                         f"{'-' if under is None else under:>4}")
     lines.append("")
     base = models[0]
     for i, p0 in enumerate(rows[0]["points"]):

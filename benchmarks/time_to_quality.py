@@ -6,7 +6,8 @@ by the recipe classifier on `--eval-samples` EMA samples. Training time is summe
 windows in metrics.jsonl, so evaluation and start-up are excluded (and reported apart).
 
     python benchmarks/time_to_quality.py --seeds 0 1 2 [--target 0.95] [--epochs 3]
-        [--parallel 2] [--out DIR] [-- --mixed-precision bf16 --batch-size 128]
+        [--parallel 2] [--recipe mnist|FILE.toml] [--out DIR]
+        [-- --mixed-precision bf16 --batch-size 128]
 
 Prints, per seed, the first evaluated step at or above the target, its training seconds and
 epoch, and the accuracy at every evaluation; then the median over seeds.
@@ -66,6 +67,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=1, help="seeds trained at once "
                     "(each with OMP_NUM_THREADS = cores / parallel)")
     ap.add_argument("--data", default=os.environ.get("GANCLI_MNIST_DIR", str(DEFAULT_DATA)))
+    ap.add_argument("--recipe", default="mnist", help="the mnist recipe, or a .toml variant of it")
     ap.add_argument("--out", default="runs/ttq")
     a = ap.parse_args(argv)
     gancli = Path(sys.executable).parent / "gancli"
@@ -80,7 +82,7 @@ def main() -> int:
         while pending and len(running) < a.parallel:
             s = pending.pop(0)
             run = out / f"seed{s}"
-            cmd = [str(gancli), "train", "infogan", "--recipe", "mnist", "--data", a.data,
+            cmd = [str(gancli), "train", "infogan", "--recipe", a.recipe, "--data", a.data,
                    "--seed", str(s), "--epochs", str(a.epochs), "--eval-every", str(a.eval_every),
                    "--eval-metric", "score", "--out", str(run), "--no-progress",
                    "--checkpoint-every", "100000", *extra]

@@ -4,9 +4,11 @@ For each psi, n samples are drawn from the same seed (so only the noise's scale 
 as `gancli sample --truncation PSI` does (gancli.latent.truncate), and judged by the recipe
 classifier as `gancli score` judges a run: mode coverage (the smallest and largest class share),
 InfoGAN's code accuracy, and the Fréchet distance in the classifier's features; with `--fid`,
-also Inception's FID against the training split (slow on a CPU: use a smaller `--fid-n`).
+also Inception's FID against the training split (slow on a CPU: use a smaller `--fid-n` and
+`--ref-n`; the reference's features are cached, so only the first psi pays for them).
 
-    python benchmarks/truncation.py RUN [--psi 0.3 0.5 0.7 1.0] [--n 10000] [--fid --fid-n 2000]
+    python benchmarks/truncation.py RUN [--psi 0.3 0.5 0.7 1.0] [--n 10000]
+        [--fid --fid-n 2000 --ref-n 10000 --precision fp32]
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fid", action="store_true", help="also Inception FID (train split)")
     ap.add_argument("--fid-n", type=int, default=2000)
+    ap.add_argument("--ref-n", type=int, default=None,
+                    help="reference images of the training split (default: gancli fid's)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                    help="Inception's precision (compare FIDs at one precision only)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -53,9 +59,10 @@ def main() -> int:
             from gancli.metrics import TensorImages, compute_metrics, recipe_reference
 
             m = compute_metrics(TensorImages(images[: a.fid_n]),
-                                recipe_reference(g.config.data, "train"), ["fid"],
-                                device=a.device, seed=a.seed)
+                                recipe_reference(g.config.data, "train", a.ref_n), ["fid"],
+                                device=a.device, seed=a.seed, precision=a.precision)
             row["fid"], row["fid_n"] = round(m["fid"], 2), min(a.fid_n, a.n)
+            row["ref_n"], row["precision"] = a.ref_n, m.get("precision", a.precision)
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -184,3 +184,51 @@ def test_q_augment_adds_one_view_in_ds_step_only():
     assert len(calls) == 1                                        # G reads Q on the clean fakes
     with pytest.raises(GancliError, match="q_augment must be"):
         fam.build(_with_args(cfg, q_augment="yes"), spec)
+
+
+def test_q_view_default_is_the_plain_affine_and_options_widen_it():
+    from gancli.models.infogan import q_view, random_affine, random_stroke
+
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    torch.manual_seed(3)
+    ref = random_affine(x[:4])
+    torch.manual_seed(3)
+    assert torch.equal(q_view(x, {}), ref)          # the default draws exactly what it drew before
+    torch.manual_seed(3)
+    assert torch.equal(q_view(x, {"q_augment_range": 1.0}), ref)
+    torch.manual_seed(3)
+    wide = q_view(x, {"q_augment_range": 2.0})
+    assert wide.shape == ref.shape and not torch.equal(wide, ref)
+    torch.manual_seed(3)
+    assert torch.allclose(q_view(x, {"q_augment_range": 0.0}), x[:4], atol=1e-5)
+
+
+def test_random_stroke_thickens_thins_or_keeps_each_image():
+    from gancli.models.infogan import random_stroke
+
+    x = -torch.ones(60, 1, 12, 12)
+    x[:, :, 4:8, 5:7] = 1.0                          # a bar two pixels wide
+    x.requires_grad_(True)
+    out = random_stroke(x)
+    ink = (out > 0).flatten(1).sum(1)
+    # thicker (6x4 = 24 px), thinner (2x0 = 0 px: a 2-wide bar erodes away) or unchanged (8 px)
+    assert set(ink.tolist()) <= {24, 0, 8} and len(set(ink.tolist())) == 3
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_q_augment_options_are_checked():
+    from gancli.errors import GancliError
+
+    cfg = _tiny_cfg()
+    fam = get_family("infogan")
+    spec = fam.latent_spec(cfg)
+    for bad in ({"q_augment_range": -1.0}, {"q_augment_range": 9.0}, {"q_augment_stroke": "yes"}):
+        with pytest.raises(GancliError):
+            fam.build(_with_args(cfg, **bad), spec)
+    G, D = fam.build(_with_args(cfg, q_augment_range=1.5, q_augment_stroke=True), spec)
+    lat = spec.sample(8, torch.Generator().manual_seed(0))
+    fake = G(lat).detach()
+    loss, _ = fam.d_loss(D, torch.rand_like(fake) * 2 - 1, None, fake, lat,
+                         _with_args(cfg, q_augment_range=1.5, q_augment_stroke=True))
+    assert torch.isfinite(loss)
