@@ -232,3 +232,27 @@ def test_q_augment_options_are_checked():
     loss, _ = fam.d_loss(D, torch.rand_like(fake) * 2 - 1, None, fake, lat,
                          _with_args(cfg, q_augment_range=1.5, q_augment_stroke=True))
     assert torch.isfinite(loss)
+
+
+def test_random_affine_shear_slants_and_zero_shear_draws_as_before():
+    from gancli.models.infogan import random_affine
+
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 4:24, 13:15] = 1.0                       # an upright bar
+    torch.manual_seed(5)
+    plain = random_affine(x, degrees=0.0, scale=0.0, shift=0.0)
+    torch.manual_seed(5)
+    assert torch.equal(random_affine(x, degrees=0.0, scale=0.0, shift=0.0, shear=0.0), plain)
+    torch.manual_seed(5)
+    slanted = random_affine(x, degrees=0.0, scale=0.0, shift=0.0, shear=0.5)
+    # a sheared bar's ink moves sideways in opposite directions at its top and bottom
+    cols = torch.arange(28.0)
+
+    def centre(img, rows):
+        w = img[0, rows].sum(0)
+        return (w * cols).sum() / w.sum()
+
+    for i in range(2):
+        top, bottom = centre(slanted[i], slice(4, 8)), centre(slanted[i], slice(20, 24))
+        assert abs(float(top - bottom)) > 2.0
+        assert abs(float(centre(plain[i], slice(4, 8)) - centre(plain[i], slice(20, 24)))) < 0.1

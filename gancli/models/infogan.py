@@ -40,7 +40,8 @@ ARGS = {**NOISE_ARGS,
         "lambda_info": Arg("float", 0, 1000), "lambda_cont": Arg("float", 0, 1000),
         "init": Arg("choice", choices=("normal", "default")),
         "q_augment": Arg("bool"), "q_trains_body": Arg("bool"),
-        "q_augment_range": Arg("float", 0, 4), "q_augment_stroke": Arg("bool")}
+        "q_augment_range": Arg("float", 0, 4), "q_augment_shear": Arg("float", 0, 2),
+        "q_augment_stroke": Arg("bool")}
 
 
 def infogan_spec(cfg: Config) -> LatentSpec:
@@ -113,16 +114,22 @@ class Discriminator(nn.Module):
 
 
 def random_affine(x: torch.Tensor, degrees: float = 15.0, scale: float = 0.1,
-                  shift: float = 2 / 28) -> torch.Tensor:
-    """Each image turned by up to +-degrees, scaled by 1 +- scale and moved by up to +-shift of its
-    width (2 px at 28 px), independently; differentiable, edges repeat the border pixels."""
+                  shift: float = 2 / 28, shear: float = 0.0) -> torch.Tensor:
+    """Each image turned by up to +-degrees, scaled by 1 +- scale, slanted by a horizontal shear
+    of up to +-shear (x moves by shear * y) and moved by up to +-shift of its width (2 px at
+    28 px), independently; differentiable, edges repeat the border pixels."""
     n = x.shape[0]
     u = torch.rand(n, 4, device=x.device) * 2 - 1
+    # drawn only when asked, so shear = 0 draws (and gives) exactly what it did before
+    sh = (torch.rand(n, device=x.device) * 2 - 1) * shear if shear else None
     angle = u[:, 0] * math.radians(degrees)
     zoom = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     tx, ty = u[:, 2] * 2 * shift, u[:, 3] * 2 * shift    # grid coordinates span 2 per image
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    a01, a11 = -sin, cos
+    if sh is not None:                                   # rotation-zoom times [[1, sh], [0, 1]]
+        a01, a11 = cos * sh - sin, sin * sh + cos
+    theta = torch.stack([torch.stack([cos, a01, tx], 1), torch.stack([sin, a11, ty], 1)], 1)
     grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
     return F.grid_sample(x.float(), grid, padding_mode="border", align_corners=False).to(x.dtype)
 
@@ -143,10 +150,11 @@ def random_stroke(x: torch.Tensor) -> torch.Tensor:
 def q_view(fake: torch.Tensor, args: dict) -> torch.Tensor:
     """The view of half the fakes Q learns the categorical codes from (q_augment): a random
     affine at `q_augment_range` times the default ranges (15 degrees, 10% scale, 2/28 shift),
-    then, with `q_augment_stroke`, a random stroke width."""
+    slanted by up to `q_augment_shear` (0: none), then, with `q_augment_stroke`, a random
+    stroke width."""
     k = float(args.get("q_augment_range", 1.0))
     x = random_affine(fake[: max(2, fake.shape[0] // 2)], degrees=15.0 * k, scale=0.1 * k,
-                      shift=2 / 28 * k)
+                      shift=2 / 28 * k, shear=float(args.get("q_augment_shear", 0.0)))
     return random_stroke(x) if args.get("q_augment_stroke", False) else x
 
 
